@@ -1,0 +1,28 @@
+"""The ``deeplense`` command line: one thin command per task over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from deeplense.cli import simulate
+
+app = typer.Typer(
+    help="Simulate strong-lensing images with dark-matter substructure and learn from them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("simulate")(simulate.simulate)
+app.command("presets")(simulate.presets)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the package version."""
+    from deeplense import __version__
+
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

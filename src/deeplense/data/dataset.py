@@ -1,0 +1,118 @@
+"""Reading data sets: ``open_dataset(path)`` for deeplense's own sharded HDF5 format."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = ["DataFormatError", "ShardedDataset", "open_dataset"]
+
+
+class DataFormatError(ValueError):
+    """A file of a data set is missing, truncated or inconsistent; the message names it."""
+
+
+class ShardedDataset:
+    """A deeplense data set directory; ``ds[i]`` is ``(image float32 CxHxW, label, params)``.
+
+    Shards are opened lazily, once per process, so the object is safe to hand to several
+    ``DataLoader`` workers.
+    """
+
+    def __init__(self, root: str | Path, split: str | None = None):
+        self.root = Path(root)
+        manifest_path = self.root / "manifest.json"
+        if not manifest_path.exists():
+            raise DataFormatError(f"{manifest_path}: missing; the data set is incomplete (rerun the simulate command)")
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
+        self.class_names: list[str] = list(self.manifest["class_names"])
+        self.split_names: list[str] = list(self.manifest["split_names"])
+        frames, self._locations = [], []
+        for shard_no, shard in enumerate(self.manifest["shards"]):
+            frames.append(self._read_table(self.root / shard["file"], shard))
+            self._locations.append(
+                np.stack(
+                    [np.full(shard["stop"] - shard["start"], shard_no), np.arange(shard["stop"] - shard["start"])], 1
+                )
+            )
+        table = pd.concat(frames, ignore_index=True)
+        where = np.concatenate(self._locations)
+        if split is not None:
+            if split not in self.split_names:
+                raise KeyError(f"unknown split {split!r}; this data set has {self.split_names}")
+            keep = (table["split"] == split).to_numpy()
+            table, where = table[keep].reset_index(drop=True), where[keep]
+        self.metadata: pd.DataFrame = table
+        self._where = where
+        self._param_columns = [c["name"] for c in self.manifest["columns"]]
+        self._files: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+
+    def _read_table(self, path: Path, shard: dict[str, Any]) -> pd.DataFrame:
+        try:
+            with h5py.File(path, "r") as f:
+                n = shard["stop"] - shard["start"]
+                if f["images"].shape[0] != n:
+                    raise DataFormatError(f"{path}: images has {f['images'].shape[0]} rows, the manifest says {n}")
+                data = {
+                    "index": f["index"][:],
+                    "label": f["label"][:].astype(np.int64),
+                    "split": np.asarray(self.split_names)[f["split"][:]],
+                    "seed": f["seed"][:],
+                }
+                data.update({name: f["params"][name][:] for name in f["params"]})
+        except OSError as exc:
+            raise DataFormatError(f"{path}: cannot read shard ({exc})") from None
+        except KeyError as exc:
+            raise DataFormatError(f"{path}: missing field {exc}") from None
+        table = pd.DataFrame(data)
+        table.insert(2, "class_name", np.asarray(self.class_names)[table["label"].to_numpy()])
+        return table
+
+    def __len__(self) -> int:
+        return len(self.metadata)
+
+    def _file(self, shard_no: int) -> h5py.File:
+        if os.getpid() != self._pid:  # forked into a loader worker: never share handles
+            self._files, self._pid = {}, os.getpid()
+        if shard_no not in self._files:
+            self._files[shard_no] = h5py.File(self.root / self.manifest["shards"][shard_no]["file"], "r")
+        return self._files[shard_no]
+
+    def image(self, i: int) -> np.ndarray:
+        shard_no, row = self._where[i]
+        return self._file(int(shard_no))["images"][int(row)]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, dict[str, float]]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        i = i % len(self)
+        meta = self.metadata.iloc[i]
+        params = {k: float(meta[k]) for k in self._param_columns if not np.isnan(meta[k])}
+        return torch.from_numpy(self.image(i)), int(meta["label"]), params
+
+    def __repr__(self) -> str:
+        return f"ShardedDataset({str(self.root)!r}, n={len(self)}, classes={self.class_names})"
+
+
+def open_dataset(path: str | Path, *, split: str | None = None) -> ShardedDataset:
+    """Open a data set directory written by ``deeplense simulate``.
+
+    ``split`` keeps only the images of one stored split (``train``, ``val``, ``test``...).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such data set")
+    if (path / "manifest.json").exists() or (path / "config.yaml").exists():
+        return ShardedDataset(path, split=split)
+    raise DataFormatError(f"{path}: not a deeplense data set (no manifest.json)")
