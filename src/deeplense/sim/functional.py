@@ -120,19 +120,17 @@ def point_mass_deflection(
 
 
 def _nfw_F(X: Tensor) -> Tensor:
-    """F(X) = arctanh(sqrt(1-X^2))/sqrt(1-X^2) for X<1, arctan(sqrt(X^2-1))/sqrt(X^2-1) for X>1."""
-    one = torch.ones_like(X)
-    below = X < 1
-    s_lo = torch.sqrt((1 - X**2).clamp(min=1e-30))
-    s_hi = torch.sqrt((X**2 - 1).clamp(min=1e-30))
-    lo = torch.atanh(s_lo.clamp(max=1 - 1e-7 if X.dtype == torch.float32 else 1 - 1e-15)) / s_lo
-    hi = torch.atan(s_hi) / s_hi
-    F = torch.where(below, lo, hi)
-    # Second-order series where both branches lose precision (|X - 1| small).
-    d = X - 1
-    series = 1 - 2 * d / 3 + 7 * d**2 / 15
-    tol = 1e-3 if X.dtype == torch.float32 else 1e-6
-    return torch.where(d.abs() < tol, series, torch.where(X == 1, one, F))
+    """F(X) = arctanh(sqrt(1-X^2))/sqrt(1-X^2) for X<1, arctan(sqrt(X^2-1))/sqrt(X^2-1) for X>1.
+
+    Evaluated in float64: the NFW radial functions cancel catastrophically in float32
+    (ln(X/2) + F(X) -> X^2 ln(2/X) / 2 for small X).
+    """
+    X = X.to(torch.float64)
+    s_lo = torch.sqrt((1 - X**2).clamp(min=1e-300))
+    s_hi = torch.sqrt((X**2 - 1).clamp(min=1e-300))
+    F = torch.where(X < 1, torch.atanh(s_lo.clamp(max=1 - 1e-16)) / s_lo, torch.atan(s_hi) / s_hi)
+    d = X - 1  # both branches lose digits near X = 1: second-order series there
+    return torch.where(d.abs() < 1e-5, 1 - 2 * d / 3 + 7 * d**2 / 15, F)
 
 
 def nfw_deflection(
@@ -142,9 +140,9 @@ def nfw_deflection(
     Rs = Rs.clamp(min=1e-7)
     dx, dy = x - center_x, y - center_y
     R = torch.sqrt(dx**2 + dy**2).clamp(min=1e-8)
-    X = (R / Rs).clamp(min=1e-6)
-    g = torch.log(X / 2) + _nfw_F(X)
-    a = alpha_Rs * g / (Rs * X**2 * _LN_HALF_PLUS_ONE)
+    X = (R / Rs).clamp(min=1e-6).to(torch.float64)
+    g = (torch.log(X / 2) + _nfw_F(X)) / X**2
+    a = alpha_Rs * g.to(dx.dtype) / (Rs * _LN_HALF_PLUS_ONE)
     return a * dx, a * dy
 
 
@@ -162,8 +160,8 @@ def tnfw_deflection(
     dx, dy = x - center_x, y - center_y
     R = torch.sqrt(dx**2 + dy**2)
     R = torch.maximum(R, smoothing * Rs)
-    X = (R / Rs).clamp(min=smoothing)
-    tau = r_trunc / Rs
+    X = (R / Rs).clamp(min=smoothing).to(torch.float64)
+    tau = (r_trunc / Rs).to(torch.float64)
     t2 = tau**2
     root = torch.sqrt(t2 + X**2)
     L = torch.log(X / (tau + root))
@@ -177,7 +175,7 @@ def tnfw_deflection(
             + root * (-math.pi + L * (t2 - 1) / tau)
         )
     )
-    a = alpha_Rs * g / (Rs * X**2 * _LN_HALF_PLUS_ONE)
+    a = alpha_Rs * (g / X**2).to(dx.dtype) / (Rs * _LN_HALF_PLUS_ONE)
     return a * dx, a * dy
 
 

@@ -174,6 +174,11 @@ class Simulator:
             table[i, : len(a)] = a
         return torch.as_tensor(table, dtype=self.dtype, device=self.device)
 
+    def _component_params(self, samples: list[ImageSample], idx: int) -> dict[str, Tensor]:
+        """``(B, 1)`` tensors of component ``idx``'s sampled parameters."""
+        rows = [s.params[idx] for s in samples]
+        return batch_params(rows, list(rows[0]), self.dtype, self.device)
+
     def deflection(self, samples: list[ImageSample]) -> tuple[Tensor, Tensor]:
         """Total deflection ``(B, N)`` at the (sub-)pixel grid. Subhalos are summed one at a time
         in a fixed order, so padding shorter catalogues with zero masses changes no bit."""
@@ -181,7 +186,7 @@ class Simulator:
         ax = torch.zeros(len(samples), x.numel(), dtype=self.dtype, device=self.device)
         ay = torch.zeros_like(ax)
         for i, lens in enumerate(self.lenses):
-            p = batch_params([s.params[i] for s in samples], list(samples[0].params[i]), self.dtype, self.device)
+            p = self._component_params(samples, i)
             dx, dy = lens.deflection(x, y, p)
             ax, ay = ax + dx, ay + dy
         points = self._padded(samples, "point_masses", 3)
@@ -204,12 +209,7 @@ class Simulator:
         ax, ay = self.deflection(samples)
         bx, by = x - ax, y - ay
         n_lens = len(self.lenses)
-        src_params = [
-            batch_params(
-                [s.params[n_lens + j] for s in samples], list(samples[0].params[n_lens + j]), self.dtype, self.device
-            )
-            for j in range(len(self.sources))
-        ]
+        src_params = [self._component_params(samples, n_lens + j) for j in range(len(self.sources))]
         keys = torch.tensor([noise_key(s.seed) for s in samples], dtype=torch.int64, device=self.device)
         n_super = inst.size * inst.supersampling
         out = []
@@ -221,9 +221,7 @@ class Simulator:
             image = band.convolve(image, inst.pixel_scale)
             if noise:
                 idx = n_lens + len(self.sources) + b
-                p = batch_params(
-                    [s.params[idx] for s in samples], list(samples[0].params[idx]), self.dtype, self.device
-                )
+                p = self._component_params(samples, idx)
                 flat = band.noise.apply(
                     image.reshape(len(samples), -1), p, R.stream_key(keys, 100 + b), inst.pixel_scale
                 )
