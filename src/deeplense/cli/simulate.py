@@ -15,7 +15,8 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print("[bold red]error:[/]", end=" ")
+    console.print(message, soft_wrap=True, markup=False, highlight=False)
     raise typer.Exit(2)
 
 

@@ -49,19 +49,18 @@ class ImageSample:
     subhalos: Subhalos = field(default_factory=Subhalos)
 
 
+def _build_one(node: Any, where: str, registry, context):
+    if not isinstance(node, dict) or "kind" not in node:
+        raise ConfigError(where, "each component needs a 'kind'")
+    if node["kind"] not in registry:
+        raise ConfigError(f"{where}.kind", f"unknown {registry.family} {node['kind']!r}; available: {registry.names()}")
+    return registry.get(node["kind"])(node, where, context)
+
+
 def _build_list(nodes: Any, where: str, registry, context) -> list:
     if not isinstance(nodes, list) or not nodes:
         raise ConfigError(where, "expected a non-empty list of components")
-    built = []
-    for i, node in enumerate(nodes):
-        if not isinstance(node, dict) or "kind" not in node:
-            raise ConfigError(f"{where}.{i}", "each component needs a 'kind'")
-        if node["kind"] not in registry:
-            raise ConfigError(
-                f"{where}.{i}.kind", f"unknown {registry.family} {node['kind']!r}; available: {registry.names()}"
-            )
-        built.append(registry.get(node["kind"])(node, f"{where}.{i}", context))
-    return built
+    return [_build_one(node, f"{where}.{i}", registry, context) for i, node in enumerate(nodes)]
 
 
 class Simulator:
@@ -90,8 +89,7 @@ class Simulator:
         self.populations: dict[str, Population] = {}
         for cls_name, node in classes.items():
             node = {"name": "substructure", **(node or {"kind": "none"})}
-            built = _build_list([node], f"classes.{cls_name}", POPULATIONS, self.context)
-            self.populations[str(cls_name)] = built[0]
+            self.populations[str(cls_name)] = _build_one(node, f"classes.{cls_name}", POPULATIONS, self.context)
         self.class_names = list(self.populations)
         self.dtype, self.device = dtype, torch.device(device)
         names = [c.name for c in self.components]
