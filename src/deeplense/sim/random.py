@@ -77,26 +77,36 @@ def poisson(keys: Tensor, lam: Tensor) -> Tensor:
     out = torch.zeros_like(lam)
     small = (lam > 0) & (lam < 10)
     if small.any():
-        out = torch.where(small, _poisson_inversion(stream_key(keys, 0), lam), out)
+        out = torch.where(small, _poisson_inversion(stream_key(keys, 0), lam, small), out)
     large = lam >= 10
     if large.any():
         out = torch.where(large, _poisson_ptrs(stream_key(keys, 1), lam.clamp(min=10)), out)
     return out
 
 
-def _poisson_inversion(keys: Tensor, lam: Tensor) -> Tensor:
-    u = uniform(keys, lam.shape[1], dtype=torch.float64)
-    k = torch.zeros_like(lam)
-    p = torch.exp(-lam)
+def _poisson_inversion(keys: Tensor, lam: Tensor, where: Tensor) -> Tensor:
+    """Sequential CDF search for the elements selected by the mask ``where`` (means below 10)."""
+    batch, n = lam.shape
+    idx = torch.nonzero(where.reshape(-1), as_tuple=True)[0]
+    rows = torch.div(idx, n, rounding_mode="floor")
+    cols = idx - rows * n
+    counters = cols + 1
+    bits = mix64(keys[rows] + counters * _GOLDEN)
+    u = (_shift_right(bits, 11).to(torch.float64) + 0.5) * 2.0**-53
+    mean = lam.reshape(-1)[idx]
+    p = torch.exp(-mean)
     cdf = p.clone()
+    k = torch.zeros_like(mean)
     for step in range(1, 200):
-        todo = u > cdf
-        if not todo.any():
+        above = u > cdf
+        if not above.any():
             break
-        k = k + todo
-        p = p * lam / step
+        k += above
+        p = p * mean / step
         cdf = cdf + p
-    return k
+    out = torch.zeros(batch * n, dtype=torch.float64, device=lam.device)
+    out[idx] = k
+    return out.reshape(batch, n)
 
 
 def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor) -> tuple[Tensor, Tensor]:
