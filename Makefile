@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/deeplense simulate --preset model_i --n-per-class 60 --out demo_output/model_i --seed 0 --workers 2 \
-		--set instrument.size=64
+	$(BIN)/deeplense simulate --preset model_i --n-per-class 40 --out demo_output/model_i --seed 0 --workers 2 --shard-size 30
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
