@@ -246,7 +246,6 @@ class Instrument:
             raise ConfigError(
                 f"{where}.pixel_scale", f"expected a pixel scale in (0, 10) arcsec, got {self.pixel_scale}"
             )
-        self._node = node
 
     @property
     def band_names(self) -> list[str]:

@@ -47,6 +47,11 @@ def stream_key(keys: Tensor, stream: int) -> Tensor:
     return mix64(keys + _to_signed(((stream + 1) * _STREAM) % (1 << 64)))
 
 
+def _open_unit53(bits: Tensor) -> Tensor:
+    """Top 53 bits of 64-bit patterns as float64 in the open interval (0, 1)."""
+    return (_shift_right(bits, 11).to(torch.float64) + 0.5) * 2.0**-53
+
+
 def _bits(keys: Tensor, n: int, offset: int = 0) -> Tensor:
     counters = torch.arange(offset + 1, offset + n + 1, dtype=torch.int64, device=keys.device)
     return mix64(keys.reshape(-1, 1) + counters * _GOLDEN)
@@ -92,7 +97,7 @@ def _poisson_inversion(keys: Tensor, lam: Tensor, where: Tensor) -> Tensor:
     cols = idx - rows * n
     counters = cols + 1
     bits = mix64(keys[rows] + counters * _GOLDEN)
-    u = (_shift_right(bits, 11).to(torch.float64) + 0.5) * 2.0**-53
+    u = _open_unit53(bits)
     mean = lam.reshape(-1)[idx]
     p = torch.exp(-mean)
     cdf = p.clone()
@@ -114,8 +119,8 @@ def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor) -
     (candidate, accepted). Attempt ``t`` of column ``col`` uses counters ``2 (t n + col) + 1``
     and ``+ 1`` of the row's key. The expensive log test runs only where the quick test fails."""
     counter = 2 * (attempt * n + col) + 1
-    U = (_shift_right(mix64(key + counter * _GOLDEN), 11).to(torch.float64) + 0.5) * 2.0**-53 - 0.5
-    V = (_shift_right(mix64(key + (counter + 1) * _GOLDEN), 11).to(torch.float64) + 0.5) * 2.0**-53
+    U = _open_unit53(mix64(key + counter * _GOLDEN)) - 0.5
+    V = _open_unit53(mix64(key + (counter + 1) * _GOLDEN))
     b = 0.931 + 2.53 * torch.sqrt(lam)
     a = -0.059 + 0.02483 * b
     us = 0.5 - U.abs()
