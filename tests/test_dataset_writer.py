@@ -1,7 +1,6 @@
 """Writing and reading data sets through the real CLI: determinism, resume, parallelism, errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -177,7 +176,6 @@ def test_presets_command_lists_the_deeplense_models():
         assert name in result.stdout
 
 
-@pytest.mark.skipif(os.cpu_count() is None, reason="needs a CPU count")
 def test_model_ii_and_iii_presets_render(tmp_path):
     for preset in ("model_ii", "model_iii"):
         out = tmp_path / preset
