@@ -13,7 +13,7 @@ __all__ = ["__version__", "open_dataset"]
 
 
 def open_dataset(path, **kwargs):
-    """Open a data set directory; see :func:`deeplense.data.dataset.open_dataset`."""
-    from deeplense.data.dataset import open_dataset as _open
+    """Open a data set in any supported layout; see :func:`deeplense.data.readers.open_dataset`."""
+    from deeplense.data.readers import open_dataset as _open
 
     return _open(path, **kwargs)

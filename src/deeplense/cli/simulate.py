@@ -112,7 +112,7 @@ def simulate(
 def _regenerate(root: Path, index: int, save: Path | None) -> None:
     import numpy as np
 
-    from deeplense.data.dataset import open_dataset
+    from deeplense.data.readers import open_dataset
     from deeplense.sim.simulator import Simulator
     from deeplense.sim.writer import resolved_sim
 

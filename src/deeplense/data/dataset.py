@@ -1,4 +1,4 @@
-"""Reading data sets: ``open_dataset(path)`` for deeplense's own sharded HDF5 format."""
+"""Reader of deeplense's own data set directories (manifest.json + sharded HDF5)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,20 @@ from typing import Any
 import h5py
 import numpy as np
 import pandas as pd
-import torch
 
-__all__ = ["DataFormatError", "ShardedDataset", "open_dataset"]
+from deeplense.data.base import DataFormatError, ImageSource
 
-
-class DataFormatError(ValueError):
-    """A file of a data set is missing, truncated or inconsistent; the message names it."""
+__all__ = ["DataFormatError", "ShardedDataset"]
 
 
-class ShardedDataset:
+class ShardedDataset(ImageSource):
     """A deeplense data set directory; ``ds[i]`` is ``(image float32 CxHxW, label, params)``.
 
     Shards are opened lazily, once per process, so the object is safe to hand to several
-    ``DataLoader`` workers.
+    ``DataLoader`` workers. ``images(indices)`` reads a batch shard by shard in one call each.
     """
+
+    layout = "deeplense"
 
     def __init__(self, root: str | Path, split: str | None = None):
         self.root = Path(root)
@@ -36,6 +35,9 @@ class ShardedDataset:
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
         self.class_names: list[str] = list(self.manifest["class_names"])
+        self.original_class_names = list(self.class_names)
+        self.bad_files = []
+        self.units = {c["name"]: c["unit"] for c in self.manifest["columns"]}
         self.split_names: list[str] = list(self.manifest["split_names"])
         frames, self._locations = [], []
         for shard_no, shard in enumerate(self.manifest["shards"]):
@@ -93,26 +95,19 @@ class ShardedDataset:
         shard_no, row = self._where[i]
         return self._file(int(shard_no))["images"][int(row)]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, dict[str, float]]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        i = i % len(self)
-        meta = self.metadata.iloc[i]
-        params = {k: float(meta[k]) for k in self._param_columns if not np.isnan(meta[k])}
-        return torch.from_numpy(self.image(i)), int(meta["label"]), params
+    def images(self, indices) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        where = self._where[indices]
+        out = np.empty((len(indices), *self.manifest["image"]["shape"]), dtype=np.float32)
+        for shard_no in np.unique(where[:, 0]):
+            picked = np.flatnonzero(where[:, 0] == shard_no)
+            rows = where[picked, 1]
+            order = np.argsort(rows)
+            unique_rows, inverse = np.unique(rows[order], return_inverse=True)
+            block = self._file(int(shard_no))["images"][unique_rows]  # h5py wants increasing rows
+            out[picked[order]] = block[inverse]
+        return out
 
-    def __repr__(self) -> str:
-        return f"ShardedDataset({str(self.root)!r}, n={len(self)}, classes={self.class_names})"
-
-
-def open_dataset(path: str | Path, *, split: str | None = None) -> ShardedDataset:
-    """Open a data set directory written by ``deeplense simulate``.
-
-    ``split`` keeps only the images of one stored split (``train``, ``val``, ``test``...).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such data set")
-    if (path / "manifest.json").exists() or (path / "config.yaml").exists():
-        return ShardedDataset(path, split=split)
-    raise DataFormatError(f"{path}: not a deeplense data set (no manifest.json)")
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["image"]["shape"])
