@@ -15,7 +15,7 @@ class ConfigError(ValueError):
     """A config value is missing, unknown or out of range; ``key`` is its dotted path."""
 
     def __init__(self, key: str, message: str):
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"{key}: {message}" if key else message)
 
 

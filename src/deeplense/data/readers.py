@@ -174,7 +174,7 @@ class FileFolderReader(ImageSource):
         self.metadata = table[first + [c for c in table.columns if c not in first]]
         self.units = {"value": "", "stored_label": ""}
         if "substructure.log10_m_a" in self.metadata:
-            self.units["substructure.log10_m_a"] = "log10 eV"
+            self.units["substructure.log10_m_a"] = "log10(eV)"
         self._files = self.metadata["file"].to_numpy()
         self._loader_for = [LOADERS[_suffix(p)] for p in self._files]
 

@@ -1,0 +1,189 @@
+"""Torch datasets and loaders that fetch whole batches: over stored data and over the simulator.
+
+Both datasets implement ``__getitems__`` so a ``DataLoader`` asks for a batch of indices at once:
+stored images are read shard by shard (or sliced from an in-memory cache), simulated images are
+rendered in one batched call, and the transforms run once per batch. A batch is a dict
+``{"image": (B, C, H, W) float32, "label": (B,) int64, "target": (B, T) float32, "index": (B,)}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from deeplense.data.base import DataFormatError, ImageSource
+from deeplense.data.transforms import Pipeline
+
+__all__ = ["StoredImages", "SimulatedImages", "SimulatedStream", "make_loader", "target_table"]
+
+
+def target_table(source: ImageSource, targets: Sequence[str]) -> np.ndarray:
+    """``(N, T)`` float32 targets from the metadata; a clear error for missing columns or NaNs."""
+    meta = source.metadata
+    missing = [t for t in targets if t not in meta]
+    if missing:
+        raise DataFormatError(
+            f"{source.root}: no target column {missing[0]!r}; numeric columns: {source.parameter_columns}"
+        )
+    table = meta[list(targets)].to_numpy(np.float32) if targets else np.zeros((len(meta), 0), np.float32)
+    bad = ~np.isfinite(table).all(axis=1)
+    if bad.any():
+        where = meta["file"].iloc[np.flatnonzero(bad)[:3]].tolist() if "file" in meta else np.flatnonzero(bad)[:3]
+        raise DataFormatError(
+            f"{source.root}: {int(bad.sum())} images have NaN/Inf targets {list(targets)}, e.g. {where}"
+        )
+    return table
+
+
+def _batch(images: np.ndarray | torch.Tensor, labels, targets, indices, pipeline: Pipeline | None) -> dict:
+    x = torch.as_tensor(images, dtype=torch.float32)
+    if pipeline is not None:
+        x = pipeline(x)
+    return {
+        "image": x.contiguous(),
+        "label": torch.as_tensor(np.asarray(labels), dtype=torch.int64),
+        "target": torch.as_tensor(np.asarray(targets, dtype=np.float32)),
+        "index": torch.as_tensor(np.asarray(indices), dtype=torch.int64),
+    }
+
+
+class StoredImages(Dataset):
+    """Images of a reader with labels, regression ``targets`` (metadata columns) and transforms.
+
+    ``cache='memory'`` reads every image once into one array (fast sequential reads; the array
+    is shared copy-on-write with forked loader workers); ``'none'`` reads batches from disk.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        pipeline: Pipeline | None = None,
+        targets: Sequence[str] = (),
+        cache: str = "none",
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        if cache not in ("none", "memory"):
+            raise ValueError(f"cache must be 'none' or 'memory', got {cache!r}")
+        self.source, self.pipeline, self.targets = source, pipeline, list(targets)
+        self.labels = source.labels
+        self.target_values = target_table(source, self.targets)
+        self._cache = None
+        if cache == "memory":
+            n, chunk = len(source), 1024
+            self._cache = np.empty((n, *source.image_shape), dtype=np.float32)
+            for lo in range(0, n, chunk):
+                self._cache[lo : lo + chunk] = source.images(np.arange(lo, min(lo + chunk, n)))
+                if progress:
+                    progress(min(lo + chunk, n), n)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        images = self._cache[idx] if self._cache is not None else self.source.images(idx)
+        return _batch(images, self.labels[idx], self.target_values[idx], idx, self.pipeline)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+
+class _SimulatorMixin:
+    def _init_sim(self, config: dict[str, Any], seed: int, targets, pipeline: Pipeline | None, classes=None):
+        from deeplense.sim.simulator import Simulator
+
+        self.config, self.seed, self.targets, self.pipeline = config, int(seed), list(targets), pipeline
+        probe = Simulator(config)  # validate now, in the main process
+        self.class_names = probe.class_names or ["unlabelled"]
+        unknown_classes = [c for c in classes or [] if c not in self.class_names]
+        if unknown_classes:
+            raise DataFormatError(f"simulator: no class {unknown_classes[0]!r}; classes: {self.class_names}")
+        self._labels = [self.class_names.index(c) for c in classes] if classes else list(range(len(self.class_names)))
+        columns = {c.name for c in probe.columns}
+        unknown = [t for t in self.targets if t not in columns]
+        if unknown:
+            raise DataFormatError(f"simulator: no parameter {unknown[0]!r}; parameters: {sorted(columns)}")
+        self._sim = None
+
+    def _render(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        from deeplense.seeding import image_seed
+        from deeplense.sim.simulator import Simulator
+
+        if self._sim is None:
+            self._sim = Simulator(self.config)
+        labels = [self._labels[int(i) % len(self._labels)] for i in indices]
+        images, samples = self._sim.simulate([image_seed(self.seed, int(i)) for i in indices], labels)
+        rows = [self._sim.metadata_row(s) for s in samples]
+        targets = [[row[t] for t in self.targets] for row in rows]
+        return _batch(
+            images, labels, np.asarray(targets, dtype=np.float32).reshape(len(indices), -1), indices, self.pipeline
+        )
+
+
+class SimulatedImages(_SimulatorMixin, Dataset):
+    """``length`` images rendered on the fly; image ``i`` is a pure function of ``(seed, i)`` with
+    label ``i % n_classes`` (cycling over ``classes`` when given, e.g. only ``['axion']`` for
+    regression), so every epoch and every worker layout sees the same images."""
+
+    def __init__(self, config, seed: int, length: int, targets=(), pipeline: Pipeline | None = None, classes=None):
+        self._init_sim(config, seed, targets, pipeline, classes)
+        self.length = int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        return self._render(np.asarray(indices, dtype=np.int64))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+
+class SimulatedStream(_SimulatorMixin, IterableDataset):
+    """An endless stream of rendered batches; batch ``b`` holds images ``b*B .. (b+1)*B-1``, and
+    loader worker ``w`` of ``W`` renders batches ``w, w+W, ...`` (none rendered twice)."""
+
+    def __init__(self, config, seed: int, batch_size: int, targets=(), pipeline=None, classes=None, start: int = 0):
+        self._init_sim(config, seed, targets, pipeline, classes)
+        self.batch_size, self.start = int(batch_size), int(start)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        b = self.start + worker
+        while True:
+            yield self._render(np.arange(b * self.batch_size, (b + 1) * self.batch_size))
+            b += workers
+
+
+def _already_batched(batch):
+    return batch
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A ``DataLoader`` that fetches whole batches through ``__getitems__`` (seeded shuffling)."""
+    if isinstance(dataset, IterableDataset):
+        return DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=_already_batched,
+        generator=generator,
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
+    )

@@ -1,0 +1,252 @@
+"""Batched image transforms, named in configs: ``[{name: minmax}, {name: dihedral}, ...]``.
+
+Every transform maps a float32 batch ``(B, C, H, W)`` to a batch. Deterministic transforms
+(stretches, normalisation, crops, resizing) always run; augmentations (``dihedral``,
+``noise_jitter``) run only in training mode. ``mixup`` needs the labels and is applied by the
+training step (see :func:`mixup`). Random draws use torch's generator of the calling process,
+which Lightning/``DataLoader`` seed per worker, so augmented epochs are reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from deeplense.config import ConfigError
+from deeplense.registry import Registry
+
+__all__ = ["TRANSFORMS", "Transform", "Pipeline", "build_pipeline", "dihedral", "mixup", "D4_ELEMENTS"]
+
+TRANSFORMS = Registry("transform")
+
+D4_ELEMENTS = [(k, flip) for flip in (False, True) for k in range(4)]  # rot90 k times, then mirror
+
+
+def dihedral(images: Tensor, element: int) -> Tensor:
+    """Apply D4 element ``element`` (0..7): ``k = element % 4`` quarter turns, mirrored if >= 4."""
+    k, flip = D4_ELEMENTS[element]
+    out = torch.rot90(images, k, dims=(-2, -1))
+    return out.flip(-1) if flip else out
+
+
+class Transform:
+    """Base: ``augment`` transforms run only in training mode."""
+
+    augment = False
+    name = ""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+
+
+@TRANSFORMS.register("dihedral")
+class RandomDihedral(Transform):
+    """Exact D4 augmentation: each image gets one of the 8 rotations/reflections, uniformly
+    (non-square images: the 4 elements that keep the shape)."""
+
+    augment = True
+
+    def __call__(self, x):
+        allowed = torch.arange(8) if x.shape[-1] == x.shape[-2] else torch.tensor([0, 2, 4, 6])
+        choice = allowed[torch.randint(0, len(allowed), (x.shape[0],))]
+        out = torch.empty_like(x)
+        for e in allowed.tolist():
+            idx = torch.nonzero(choice == e, as_tuple=True)[0]
+            if len(idx):
+                out[idx] = dihedral(x[idx], e)
+        return out
+
+
+@TRANSFORMS.register("minmax")
+class MinMax(Transform):
+    """Per-image min-max to [0, 1] (over all bands, or each band with ``per_band: true``)."""
+
+    def __init__(self, per_band: bool = False):
+        self.per_band = bool(per_band)
+
+    def __call__(self, x):
+        dims = (-2, -1) if self.per_band else (-3, -2, -1)
+        lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+        return (x - lo) / (hi - lo).clamp(min=1e-12)
+
+
+@TRANSFORMS.register("asinh")
+class Asinh(Transform):
+    """``asinh(x / scale)``: linear below ``scale`` (pixel units), logarithmic above."""
+
+    def __init__(self, scale: float = 1.0):
+        if not scale > 0:
+            raise ConfigError("scale", f"must be > 0, got {scale}")
+        self.scale = float(scale)
+
+    def __call__(self, x):
+        return torch.asinh(x / self.scale)
+
+
+@TRANSFORMS.register("log")
+class Log(Transform):
+    """``log10(max(x, 0) + eps)``."""
+
+    def __init__(self, eps: float = 1e-3):
+        if not eps > 0:
+            raise ConfigError("eps", f"must be > 0, got {eps}")
+        self.eps = float(eps)
+
+    def __call__(self, x):
+        return torch.log10(x.clamp(min=0) + self.eps)
+
+
+@TRANSFORMS.register("standardize")
+class Standardize(Transform):
+    """``(x - mean) / std`` per band; ``mean``/``std`` from the config or, when omitted, computed
+    once on the training data (after the transforms before this one) and stored."""
+
+    def __init__(self, mean: list[float] | None = None, std: list[float] | None = None):
+        self.mean, self.std = mean, std
+
+    def __call__(self, x):
+        if self.mean is None or self.std is None:
+            raise RuntimeError("standardize: statistics not computed yet (see Pipeline.fit_statistics)")
+        mean = torch.as_tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+@TRANSFORMS.register("center_crop")
+class CenterCrop(Transform):
+    """Central ``size`` x ``size`` pixels."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+
+    def __call__(self, x):
+        h, w = x.shape[-2:]
+        if self.size > min(h, w):
+            raise ValueError(f"center_crop: size {self.size} exceeds the image ({h}x{w})")
+        top, left = (h - self.size) // 2, (w - self.size) // 2
+        return x[..., top : top + self.size, left : left + self.size]
+
+
+@TRANSFORMS.register("resize")
+class Resize(Transform):
+    """Bilinear resize to ``size`` x ``size`` (antialiased when shrinking)."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+
+    def __call__(self, x):
+        if x.shape[-1] == self.size and x.shape[-2] == self.size:
+            return x
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+
+
+@TRANSFORMS.register("bin")
+class Bin(Transform):
+    """Average ``factor`` x ``factor`` pixel blocks (flux per pixel kept)."""
+
+    def __init__(self, factor: int):
+        self.factor = int(factor)
+
+    def __call__(self, x):
+        return F.avg_pool2d(x, self.factor)
+
+
+@TRANSFORMS.register("noise_jitter")
+class NoiseJitter(Transform):
+    """Add Gaussian noise of ``sigma`` times each image's own standard deviation."""
+
+    augment = True
+
+    def __init__(self, sigma: float = 0.05):
+        self.sigma = float(sigma)
+
+    def __call__(self, x):
+        scale = x.std(dim=(-3, -2, -1), keepdim=True)
+        return x + self.sigma * scale * torch.randn_like(x)
+
+
+def mixup(images: Tensor, onehot: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Mix each example with a random partner: ``lam x + (1 - lam) x'`` with lam ~ Beta(alpha, alpha)
+    (one per batch, Zhang et al. 2018); returns mixed images and soft targets."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(images.shape[0])
+    return lam * images + (1 - lam) * images[perm], lam * onehot + (1 - lam) * onehot[perm]
+
+
+class Pipeline:
+    """An ordered list of transforms with a train/eval switch."""
+
+    def __init__(self, transforms: list[Transform]):
+        self.transforms = transforms
+        self.training = False
+
+    def train(self, mode: bool = True) -> Pipeline:
+        self.training = mode
+        return self
+
+    def __call__(self, x: Tensor) -> Tensor:
+        for t in self.transforms:
+            if self.training or not t.augment:
+                x = t(x)
+        return x
+
+    def needs_statistics(self) -> bool:
+        return any(isinstance(t, Standardize) and (t.mean is None or t.std is None) for t in self.transforms)
+
+    def fit_statistics(self, batches) -> dict[str, list[float]] | None:
+        """Compute mean/std per band for each unset ``standardize`` from ``batches`` (an iterable of
+        raw image batches), running the deterministic transforms before it; returns them."""
+        for pos, t in enumerate(self.transforms):
+            if isinstance(t, Standardize) and (t.mean is None or t.std is None):
+                before = Pipeline(self.transforms[:pos])
+                total, total_sq, count = 0.0, 0.0, 0
+                for raw in batches():
+                    x = before(raw.to(torch.float64))
+                    total = total + x.sum(dim=(0, 2, 3))
+                    total_sq = total_sq + (x * x).sum(dim=(0, 2, 3))
+                    count += x.shape[0] * x.shape[2] * x.shape[3]
+                mean = total / count
+                std = (total_sq / count - mean * mean).clamp(min=0).sqrt().clamp(min=1e-12)
+                t.mean, t.std = mean.tolist(), std.tolist()
+                return {"mean": t.mean, "std": t.std}
+        return None
+
+    def key(self) -> str:
+        """Hash of the deterministic part of the pipeline (names statistics caches)."""
+        spec = [t.spec() for t in self.transforms if not t.augment and not isinstance(t, Standardize)]
+        return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+    def spec(self) -> list[dict[str, Any]]:
+        return [t.spec() for t in self.transforms]
+
+
+def build_pipeline(nodes: list[Any] | None, where: str = "transforms") -> Pipeline:
+    """Build from config nodes: ``'minmax'`` or ``{name: asinh, scale: 0.1}``."""
+    transforms = []
+    for i, node in enumerate(nodes or []):
+        if isinstance(node, str):
+            node = {"name": node}
+        if not isinstance(node, dict) or "name" not in node:
+            raise ConfigError(f"{where}.{i}", f"expected a name or {{name: ..., ...}}, got {node!r}")
+        kwargs = {k: v for k, v in node.items() if k != "name"}
+        if node["name"] == "mixup":
+            continue  # applied by the training step, not per batch of images
+        if node["name"] not in TRANSFORMS.names():
+            raise ConfigError(f"{where}.{i}.name", f"unknown transform {node['name']!r}; known: {TRANSFORMS.names()}")
+        try:
+            transform = TRANSFORMS.create(node["name"], **kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{where}.{i}", f"{node['name']}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{i}.{exc.key}", exc.message) from None
+        transform.name = node["name"]
+        transforms.append(transform)
+    return Pipeline(transforms)
