@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deeplense.cli import simulate
+from deeplense.cli import data, simulate
 
 app = typer.Typer(
     help="Simulate strong-lensing images with dark-matter substructure and learn from them.",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("simulate")(simulate.simulate)
 app.command("presets")(simulate.presets)
+app.add_typer(data.app, name="data")
 
 
 @app.command("version")

@@ -6,18 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from deeplense.cli.common import console
+from deeplense.cli.common import fail as _fail
 from deeplense.config import ConfigError, apply_overrides, load_yaml
-
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    console.print("[bold red]error:[/]", end=" ")
-    console.print(message, soft_wrap=True, markup=False, highlight=False)
-    raise typer.Exit(2)
 
 
 def presets() -> None:

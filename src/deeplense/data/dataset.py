@@ -35,7 +35,7 @@ class ShardedDataset(ImageSource):
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
         self.class_names: list[str] = list(self.manifest["class_names"])
-        self.original_class_names = list(self.class_names)
+        self.original_class_names = list(self.manifest.get("original_class_names", self.class_names))
         self.bad_files = []
         self.units = {c["name"]: c["unit"] for c in self.manifest["columns"]}
         self.split_names: list[str] = list(self.manifest["split_names"])
@@ -72,6 +72,8 @@ class ShardedDataset(ImageSource):
                     "split": np.asarray(self.split_names)[f["split"][:]],
                     "seed": f["seed"][:],
                 }
+                if "file" in f:
+                    data["file"] = f["file"].asstr()[:]
                 data.update({name: f["params"][name][:] for name in f["params"]})
         except OSError as exc:
             raise DataFormatError(f"{path}: cannot read shard ({exc})") from None
