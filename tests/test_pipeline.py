@@ -135,3 +135,17 @@ def test_simulated_stream_splits_batches_across_workers():
         if k == 5:
             break
     assert sorted(seen) == list(range(24))
+
+
+def test_compressed_shards_read_the_same_images(tiny_dataset, tmp_path):
+    from conftest import tiny_model_i_config
+    from deeplense.sim.writer import DatasetPlan, write_dataset
+
+    plan = DatasetPlan(
+        n_per_class=12, n_classes=3, seed=5, splits={"train": 0.5, "val": 0.25, "test": 0.25}, shard_size=10
+    )
+    write_dataset(tmp_path / "gz", tiny_model_i_config(), plan, compression="gzip")
+    plain, packed = open_dataset(tiny_dataset), open_dataset(tmp_path / "gz")
+    order = [35, 0, 17, 17, 9]
+    np.testing.assert_array_equal(plain.images(order), packed.images(order))
+    np.testing.assert_array_equal(plain.images(order)[2], plain.image(17))

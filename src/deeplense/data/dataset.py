@@ -58,6 +58,7 @@ class ShardedDataset(ImageSource):
         self._where = where
         self._param_columns = [c["name"] for c in self.manifest["columns"]]
         self._files: dict[int, h5py.File] = {}
+        self._datasets: dict[int, tuple[h5py.Dataset, bool]] = {}
         self._pid = os.getpid()
 
     def _read_table(self, path: Path, shard: dict[str, Any]) -> pd.DataFrame:
@@ -88,7 +89,7 @@ class ShardedDataset(ImageSource):
 
     def _file(self, shard_no: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a loader worker: never share handles
-            self._files, self._pid = {}, os.getpid()
+            self._files, self._datasets, self._pid = {}, {}, os.getpid()
         if shard_no not in self._files:
             self._files[shard_no] = h5py.File(self.root / self.manifest["shards"][shard_no]["file"], "r")
         return self._files[shard_no]
@@ -100,15 +101,33 @@ class ShardedDataset(ImageSource):
     def images(self, indices) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         where = self._where[indices]
-        out = np.empty((len(indices), *self.manifest["image"]["shape"]), dtype=np.float32)
-        for shard_no in np.unique(where[:, 0]):
-            picked = np.flatnonzero(where[:, 0] == shard_no)
-            rows = where[picked, 1]
-            order = np.argsort(rows)
-            unique_rows, inverse = np.unique(rows[order], return_inverse=True)
-            block = self._file(int(shard_no))["images"][unique_rows]  # h5py wants increasing rows
-            out[picked[order]] = block[inverse]
+        shape = tuple(self.manifest["image"]["shape"])
+        out = np.empty((len(indices), *shape), dtype=np.float32)
+        for j, (shard_no, row) in enumerate(where.tolist()):
+            dset, raw = self._images_of(shard_no)
+            if raw:  # one uncompressed chunk per image: read its bytes directly
+                out[j] = np.frombuffer(dset.id.read_direct_chunk((row, 0, 0, 0))[1], dtype=np.float32).reshape(shape)
+            else:
+                out[j] = dset[row]
         return out
+
+    def _images_of(self, shard_no: int) -> tuple[h5py.Dataset, bool]:
+        if os.getpid() != self._pid or shard_no not in self._datasets:
+            dset = self._file(shard_no)["images"]
+            self._datasets[shard_no] = (dset, self._raw_chunks(dset))
+        return self._datasets[shard_no]
+
+    @staticmethod
+    def _raw_chunks(dset: h5py.Dataset) -> bool:
+        return (
+            dset.chunks is not None
+            and dset.chunks[0] == 1
+            and tuple(dset.chunks[1:]) == dset.shape[1:]
+            and dset.compression is None
+            and not dset.shuffle
+            and not dset.fletcher32
+            and dset.dtype == np.float32
+        )
 
     @property
     def image_shape(self) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -55,14 +56,23 @@ class RandomDihedral(Transform):
     augment = True
 
     def __call__(self, x):
-        allowed = torch.arange(8) if x.shape[-1] == x.shape[-2] else torch.tensor([0, 2, 4, 6])
-        choice = allowed[torch.randint(0, len(allowed), (x.shape[0],))]
-        out = torch.empty_like(x)
-        for e in allowed.tolist():
-            idx = torch.nonzero(choice == e, as_tuple=True)[0]
-            if len(idx):
-                out[idx] = dihedral(x[idx], e)
-        return out
+        allowed = np.arange(8) if x.shape[-1] == x.shape[-2] else np.array([0, 2, 4, 6])
+        choice = allowed[torch.randint(0, len(allowed), (x.shape[0],)).numpy()]
+        if x.device.type != "cpu" or x.requires_grad:
+            out = torch.empty_like(x)
+            for e in np.unique(choice):
+                idx = torch.as_tensor(np.flatnonzero(choice == e), device=x.device)
+                out[idx] = dihedral(x[idx], int(e))
+            return out
+        # CPU: numpy views with negative strides, so each group is copied only twice
+        xn = x.detach().numpy()
+        out = np.empty_like(xn)
+        for e in np.unique(choice):
+            idx = np.flatnonzero(choice == e)
+            k, flip = D4_ELEMENTS[int(e)]
+            view = np.rot90(xn[idx], k, axes=(-2, -1))
+            out[idx] = view[..., ::-1] if flip else view
+        return torch.from_numpy(out)
 
 
 @TRANSFORMS.register("minmax")
