@@ -123,7 +123,8 @@ def test_simulated_images_are_pure_functions_of_seed_and_index():
     assert a["label"].tolist() == [1, 2, 0]
     axion = SimulatedImages(config, seed=11, length=4, targets=["substructure.log10_m_a"], classes=["axion"])
     batch = axion.__getitems__([0, 1, 2, 3])
-    assert (batch["label"] == 2).all() and ((batch["target"] >= -24) & (batch["target"] <= -22)).all()
+    assert axion.output_class_names == ["axion"] and (batch["label"] == 0).all()
+    assert ((batch["target"] >= -24) & (batch["target"] <= -22)).all()
 
 
 def test_simulated_stream_splits_batches_across_workers():

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from deeplense.data.base import DataFormatError, ImageSource
 from deeplense.data.transforms import Pipeline
 
-__all__ = ["StoredImages", "SimulatedImages", "SimulatedStream", "make_loader", "target_table"]
+__all__ = ["StoredImages", "SimulatedImages", "SimulatedStream", "EpochSampler", "make_loader", "target_table"]
 
 
 def target_table(source: ImageSource, targets: Sequence[str]) -> np.ndarray:
@@ -39,10 +39,19 @@ def target_table(source: ImageSource, targets: Sequence[str]) -> np.ndarray:
     return table
 
 
-def _batch(images: np.ndarray | torch.Tensor, labels, targets, indices, pipeline: Pipeline | None) -> dict:
+def _generator(seed: int | None, raw: np.ndarray) -> torch.Generator | None:
+    """Augmentation generator of one batch: a function of the seed and the batch's encoded indices
+    (which include the epoch, see :class:`EpochSampler`)."""
+    if seed is None:
+        return None
+    state = np.random.SeedSequence([int(seed), len(raw), *(int(v) for v in raw[:4])]).generate_state(2, np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def _batch(images, labels, targets, indices, pipeline: Pipeline | None, generator=None) -> dict:
     x = torch.as_tensor(images, dtype=torch.float32)
     if pipeline is not None:
-        x = pipeline(x)
+        x = pipeline(x, generator)
     return {
         "image": x.contiguous(),
         "label": torch.as_tensor(np.asarray(labels), dtype=torch.int64),
@@ -65,10 +74,12 @@ class StoredImages(Dataset):
         targets: Sequence[str] = (),
         cache: str = "none",
         progress: Callable[[int, int], None] | None = None,
+        augment_seed: int | None = None,
     ):
         if cache not in ("none", "memory"):
             raise ValueError(f"cache must be 'none' or 'memory', got {cache!r}")
         self.source, self.pipeline, self.targets = source, pipeline, list(targets)
+        self.augment_seed = augment_seed
         self.labels = source.labels
         self.target_values = target_table(source, self.targets)
         self._cache = None
@@ -84,9 +95,11 @@ class StoredImages(Dataset):
         return len(self.source)
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        idx = np.asarray(indices, dtype=np.int64)
+        raw = np.asarray(indices, dtype=np.int64)
+        idx = raw % len(self)  # indices from EpochSampler carry the epoch: epoch * len + i
         images = self._cache[idx] if self._cache is not None else self.source.images(idx)
-        return _batch(images, self.labels[idx], self.target_values[idx], idx, self.pipeline)
+        generator = _generator(self.augment_seed, raw)
+        return _batch(images, self.labels[idx], self.target_values[idx], idx, self.pipeline, generator)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
@@ -103,13 +116,14 @@ class _SimulatorMixin:
         if unknown_classes:
             raise DataFormatError(f"simulator: no class {unknown_classes[0]!r}; classes: {self.class_names}")
         self._labels = [self.class_names.index(c) for c in classes] if classes else list(range(len(self.class_names)))
+        self.output_class_names = list(classes) if classes else list(self.class_names)
         columns = {c.name for c in probe.columns}
         unknown = [t for t in self.targets if t not in columns]
         if unknown:
             raise DataFormatError(f"simulator: no parameter {unknown[0]!r}; parameters: {sorted(columns)}")
         self._sim = None
 
-    def _render(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    def _render(self, indices: np.ndarray, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         from deeplense.seeding import image_seed
         from deeplense.sim.simulator import Simulator
 
@@ -117,27 +131,30 @@ class _SimulatorMixin:
             self._sim = Simulator(self.config)
         labels = [self._labels[int(i) % len(self._labels)] for i in indices]
         images, samples = self._sim.simulate([image_seed(self.seed, int(i)) for i in indices], labels)
+        labels = [int(i) % len(self._labels) for i in indices]  # position in `classes` (or the label itself)
         rows = [self._sim.metadata_row(s) for s in samples]
         targets = [[row[t] for t in self.targets] for row in rows]
-        return _batch(
-            images, labels, np.asarray(targets, dtype=np.float32).reshape(len(indices), -1), indices, self.pipeline
-        )
+        targets = np.asarray(targets, dtype=np.float32).reshape(len(indices), -1)
+        return _batch(images, labels, targets, indices, self.pipeline, generator)
 
 
 class SimulatedImages(_SimulatorMixin, Dataset):
     """``length`` images rendered on the fly; image ``i`` is a pure function of ``(seed, i)`` with
     label ``i % n_classes`` (cycling over ``classes`` when given, e.g. only ``['axion']`` for
-    regression), so every epoch and every worker layout sees the same images."""
+    regression, and relabelled by position in ``classes``), so every epoch and every worker
+    layout sees the same images."""
 
-    def __init__(self, config, seed: int, length: int, targets=(), pipeline: Pipeline | None = None, classes=None):
+    def __init__(self, config, seed: int, length: int, targets=(), pipeline=None, classes=None, augment_seed=None):
         self._init_sim(config, seed, targets, pipeline, classes)
         self.length = int(length)
+        self.augment_seed = augment_seed
 
     def __len__(self) -> int:
         return self.length
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        return self._render(np.asarray(indices, dtype=np.int64))
+        raw = np.asarray(indices, dtype=np.int64)
+        return self._render(raw % self.length, _generator(self.augment_seed, raw))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
@@ -160,6 +177,28 @@ class SimulatedStream(_SimulatorMixin, IterableDataset):
             b += workers
 
 
+class EpochSampler(Sampler[int]):
+    """Shuffled indices whose order is a function of ``(seed, epoch)`` alone, so a resumed run
+    replays the same batches. Indices are encoded as ``epoch * n + i`` (the datasets decode them)
+    so that augmentation can depend on the epoch too. Lightning calls ``set_epoch``."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = int(n), int(seed), shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if self.shuffle:
+            order = np.random.default_rng(np.random.SeedSequence([self.seed, 0xE90C, self.epoch])).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        return iter((self.epoch * self.n + order).tolist())
+
+
 def _already_batched(batch):
     return batch
 
@@ -176,14 +215,12 @@ def make_loader(
     """A ``DataLoader`` that fetches whole batches through ``__getitems__`` (seeded shuffling)."""
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
-    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochSampler(len(dataset), seed, shuffle),
         num_workers=workers,
         collate_fn=_already_batched,
-        generator=generator,
         drop_last=drop_last,
         persistent_workers=workers > 0,
     )

@@ -3,8 +3,9 @@
 Every transform maps a float32 batch ``(B, C, H, W)`` to a batch. Deterministic transforms
 (stretches, normalisation, crops, resizing) always run; augmentations (``dihedral``,
 ``noise_jitter``) run only in training mode. ``mixup`` needs the labels and is applied by the
-training step (see :func:`mixup`). Random draws use torch's generator of the calling process,
-which Lightning/``DataLoader`` seed per worker, so augmented epochs are reproducible.
+training step (see :func:`mixup`). Random draws use the generator passed in (the datasets seed one
+per batch from the run seed, the epoch and the batch's indices, so augmented epochs replay exactly
+after a resume) or torch's global generator.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Transform:
     augment = False
     name = ""
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
     def spec(self) -> dict[str, Any]:
@@ -55,9 +56,9 @@ class RandomDihedral(Transform):
 
     augment = True
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         allowed = np.arange(8) if x.shape[-1] == x.shape[-2] else np.array([0, 2, 4, 6])
-        choice = allowed[torch.randint(0, len(allowed), (x.shape[0],)).numpy()]
+        choice = allowed[torch.randint(0, len(allowed), (x.shape[0],), generator=generator).numpy()]
         if x.device.type != "cpu" or x.requires_grad:
             out = torch.empty_like(x)
             for e in np.unique(choice):
@@ -82,7 +83,7 @@ class MinMax(Transform):
     def __init__(self, per_band: bool = False):
         self.per_band = bool(per_band)
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         dims = (-2, -1) if self.per_band else (-3, -2, -1)
         lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
         return (x - lo) / (hi - lo).clamp(min=1e-12)
@@ -97,7 +98,7 @@ class Asinh(Transform):
             raise ConfigError("scale", f"must be > 0, got {scale}")
         self.scale = float(scale)
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         return torch.asinh(x / self.scale)
 
 
@@ -110,7 +111,7 @@ class Log(Transform):
             raise ConfigError("eps", f"must be > 0, got {eps}")
         self.eps = float(eps)
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         return torch.log10(x.clamp(min=0) + self.eps)
 
 
@@ -122,7 +123,7 @@ class Standardize(Transform):
     def __init__(self, mean: list[float] | None = None, std: list[float] | None = None):
         self.mean, self.std = mean, std
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         if self.mean is None or self.std is None:
             raise RuntimeError("standardize: statistics not computed yet (see Pipeline.fit_statistics)")
         mean = torch.as_tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
@@ -137,7 +138,7 @@ class CenterCrop(Transform):
     def __init__(self, size: int):
         self.size = int(size)
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         h, w = x.shape[-2:]
         if self.size > min(h, w):
             raise ValueError(f"center_crop: size {self.size} exceeds the image ({h}x{w})")
@@ -152,7 +153,7 @@ class Resize(Transform):
     def __init__(self, size: int):
         self.size = int(size)
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         if x.shape[-1] == self.size and x.shape[-2] == self.size:
             return x
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
@@ -165,7 +166,7 @@ class Bin(Transform):
     def __init__(self, factor: int):
         self.factor = int(factor)
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         return F.avg_pool2d(x, self.factor)
 
 
@@ -178,16 +179,18 @@ class NoiseJitter(Transform):
     def __init__(self, sigma: float = 0.05):
         self.sigma = float(sigma)
 
-    def __call__(self, x):
+    def __call__(self, x, generator=None):
         scale = x.std(dim=(-3, -2, -1), keepdim=True)
-        return x + self.sigma * scale * torch.randn_like(x)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return x + self.sigma * scale * noise
 
 
-def mixup(images: Tensor, onehot: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+def mixup(images: Tensor, onehot: Tensor, alpha: float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Mix each example with a random partner: ``lam x + (1 - lam) x'`` with lam ~ Beta(alpha, alpha)
     (one per batch, Zhang et al. 2018); returns mixed images and soft targets."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(images.shape[0])
+    g = generator or torch.default_generator
+    lam = float(np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g))).beta(alpha, alpha))
+    perm = torch.randperm(images.shape[0], generator=g).to(images.device)
     return lam * images + (1 - lam) * images[perm], lam * onehot + (1 - lam) * onehot[perm]
 
 
@@ -202,9 +205,12 @@ class Pipeline:
         self.training = mode
         return self
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         for t in self.transforms:
-            if self.training or not t.augment:
+            if t.augment:
+                if self.training:
+                    x = t(x, generator)
+            else:
                 x = t(x)
         return x
 

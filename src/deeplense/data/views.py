@@ -6,7 +6,7 @@ import numpy as np
 
 from deeplense.data.base import ImageSource
 
-__all__ = ["IndexView", "SplitView"]
+__all__ = ["IndexView", "SplitView", "ClassView"]
 
 
 class IndexView(ImageSource):
@@ -36,3 +36,17 @@ class SplitView(IndexView):
             raise KeyError(f"unknown split {split!r}; this data set has {names or 'no splits'}")
         super().__init__(parent, np.flatnonzero(parent.splits == split))
         self.split = split
+
+
+class ClassView(IndexView):
+    """The images of some classes, relabelled ``0..len(classes)-1`` in the order given."""
+
+    def __init__(self, parent: ImageSource, classes: list[str]):
+        unknown = [c for c in classes if c not in parent.class_names]
+        if unknown:
+            raise KeyError(f"unknown class {unknown[0]!r}; this data set has {parent.class_names}")
+        codes = [parent.class_names.index(c) for c in classes]
+        super().__init__(parent, np.flatnonzero(np.isin(parent.labels, codes)))
+        self.class_names = list(classes)
+        self.original_class_names = [parent.original_class_names[c] for c in codes]
+        self.metadata["label"] = self.metadata["class_name"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)

@@ -1,0 +1,1 @@
+"""Metrics, figures, reports and run comparison."""

@@ -1,0 +1,114 @@
+"""A rotation/reflection-equivariant CNN: exact group convolutions over D4 in plain torch.
+
+D4 (the 8 quarter-turn rotations and reflections of the pixel grid) acts exactly on square
+images, with no interpolation. Feature maps carry a group axis, ``(B, C, 8, H, W)`` (the
+regular representation, Cohen & Welling 2016, "Group Equivariant Convolutional Networks"): a
+lifting convolution correlates the image with the 8 transformed copies of each filter, and a group
+convolution transforms each filter spatially and permutes its group axis. Transforming the input
+by ``u`` transforms every feature map by ``u`` and permutes the group axis; spatial mean pooling
+followed by pooling over the group axis gives features that are exactly invariant. Exactness
+needs odd kernels with 'same' padding and image sizes divisible by 2**(number of 2x2 pools).
+Equivariant networks of this kind hold the best published DeepLense results (e.g. Apoorva Singh
+et al. 2023, equivariant networks for Model I-III, ``../docs/models.md``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deeplense.data.transforms import dihedral
+
+__all__ = ["D4_TABLE", "D4_INVERSE", "LiftingConv", "GroupConv", "D4CNN"]
+
+
+def _cayley() -> tuple[np.ndarray, np.ndarray]:
+    """``table[a, b] = c`` with ``act(a, act(b, x)) == act(c, x)``, and inverses."""
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)
+    images = [dihedral(x, e) for e in range(8)]
+    table = np.zeros((8, 8), dtype=np.int64)
+    for a in range(8):
+        for b in range(8):
+            composed = dihedral(images[b], a)
+            table[a, b] = next(c for c in range(8) if torch.equal(composed, images[c]))
+    inverse = np.array([int(np.flatnonzero(table[a] == 0)[0]) for a in range(8)])
+    return table, inverse
+
+
+D4_TABLE, D4_INVERSE = _cayley()
+
+
+class LiftingConv(nn.Module):
+    """Image ``(B, Cin, H, W)`` -> ``(B, Cout, 8, H, W)``: correlation with the 8 transformed filters."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd for exact equivariance")
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernels = torch.stack([dihedral(self.weight, g) for g in range(8)], dim=1)  # (Cout, 8, Cin, k, k)
+        k = self.weight.shape[-1]
+        out = F.conv2d(x, kernels.reshape(-1, *kernels.shape[2:]), padding=k // 2)
+        return out.view(x.shape[0], self.out_channels, 8, *out.shape[-2:])
+
+
+class GroupConv(nn.Module):
+    """``(B, Cin, 8, H, W)`` -> ``(B, Cout, 8, H, W)``: ``out[g] = sum_h f[h] * T_g W[g^-1 h]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd for exact equivariance")
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 8, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight.view(out_channels, in_channels * 8, kernel_size, kernel_size), nonlinearity="relu")
+        self.out_channels = out_channels
+        perms = np.stack([D4_TABLE[D4_INVERSE[g]] for g in range(8)])  # perms[g, h] = g^-1 h
+        self.register_buffer("perms", torch.as_tensor(perms), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernels = torch.stack([dihedral(self.weight[:, :, self.perms[g]], g) for g in range(8)], dim=1)
+        cout, _, cin, _, k, _ = kernels.shape
+        b, _, _, h, w = x.shape
+        out = F.conv2d(x.reshape(b, cin * 8, h, w), kernels.reshape(cout * 8, cin * 8, k, k), padding=k // 2)
+        return out.view(b, cout, 8, *out.shape[-2:])
+
+
+class _Block(nn.Module):
+    def __init__(self, conv: nn.Module, channels: int, pool: bool):
+        super().__init__()
+        self.conv, self.norm, self.pool = conv, nn.BatchNorm3d(channels), pool
+
+    def forward(self, x):
+        x = F.relu(self.norm(self.conv(x)))
+        if self.pool:
+            b, c, g, h, w = x.shape
+            x = F.max_pool2d(x.reshape(b, c * g, h, w), 2).view(b, c, g, h // 2, w // 2)
+        return x
+
+
+class D4CNN(nn.Module):
+    """D4-equivariant CNN with invariant output features (``num_features`` = last width).
+
+    ``widths`` are channels per group element (each layer holds ``8 * width`` maps); every block
+    but the last ends with a 2x2 max pool. BatchNorm statistics are shared over the group axis.
+    """
+
+    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (8, 16, 24, 32), lift_kernel: int = 5, kernel: int = 3):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        blocks = [_Block(LiftingConv(in_chans, widths[0], lift_kernel), widths[0], pool=True)]
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            blocks.append(_Block(GroupConv(a, b, kernel), b, pool=i < len(widths) - 2))
+        self.blocks = nn.Sequential(*blocks)
+        self.num_features = widths[-1]
+        self.n_pools = len(widths) - 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.blocks(x)
+        return f.mean(dim=(-2, -1)).amax(dim=2)  # spatial mean, then max over the group: invariant

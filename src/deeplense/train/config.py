@@ -1,0 +1,190 @@
+"""The training config: defaults, merging a user's YAML onto them, overrides and validation.
+
+Every key has a default here (``DEFAULTS``); a user's file sets any subset. Unknown keys, wrong
+types and out-of-range values fail before any work with the dotted key in the message.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+from deeplense.config import ConfigError, apply_overrides, load_yaml
+
+__all__ = ["DEFAULTS", "resolve_config", "validate_config", "TASKS"]
+
+TASKS = ("classification", "regression")
+
+DEFAULTS: dict[str, Any] = {
+    "task": "classification",
+    "data": {
+        "path": None,  # any layout open_dataset reads; or use `simulate`
+        "simulate": None,  # {preset | config, set: [key=value], seed, train, val, test}: on the fly
+        "splits": {"train": "train", "val": "val", "test": "test"},
+        "split_seed": 0,
+        "split_fractions": {"train": 0.8, "val": 0.1, "test": 0.1},
+        "split_file": None,
+        "classes": None,  # keep only these classes (e.g. [axion] for log10 m_a regression)
+        "targets": [],  # regression: metadata columns
+        "transforms": ["minmax", "dihedral"],
+        "cache": "memory",
+        "workers": 0,
+        "on_bad_file": "error",
+        "check": "header",
+        "max_train": None,  # cap on training images (first N of a seeded shuffle)
+    },
+    "model": {"name": "small_cnn", "pretrained": False, "kwargs": {}},
+    "train": {
+        "epochs": 20,
+        "batch_size": 64,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "scheduler": "cosine",
+        "warmup_epochs": 0,
+        "plateau_patience": 2,
+        "grad_clip": 0.0,
+        "ema_decay": 0.0,
+        "channels_last": True,
+        "precision": "auto",  # bf16-mixed on a GPU, 32 on CPU (where bf16 autocast is slower)
+        "deterministic": True,
+        "seed": 0,
+        "early_stopping_patience": 0,  # epochs without improvement of the monitored metric; 0: off
+        "class_weights": "balanced",  # or none
+        "label_smoothing": 0.0,
+        "mixup_alpha": 0.0,
+        "loss": "gaussian_nll",  # regression: gaussian_nll | mse
+        "max_minutes": None,  # wall-clock budget for fitting
+        "accelerator": "auto",
+        "devices": 1,
+        "strategy": "auto",  # ddp for data-parallel training
+        "num_nodes": 1,
+        "threads": None,  # torch CPU threads per process
+        "val_every_n_epochs": 1,
+    },
+    "logging": {
+        "tensorboard": False,
+        "mlflow": False,
+        "mlflow_uri": None,  # default: sqlite:///<run dir>/../mlflow.db
+        "wandb": False,  # offline
+        "log_every_n_steps": 10,
+        "progress_bar": True,
+    },
+    "run": {"dir": "runs", "name": None},
+    "tune": {
+        "trials": 10,
+        "space": {},  # dotted key -> {low, high, log} | {choices: [...]}
+        "metric": None,  # default: the monitored validation metric
+        "pruning": True,
+        "storage": None,  # default: sqlite:///<out>/optuna.db
+        "epochs": None,  # epochs per trial (default: train.epochs)
+    },
+}
+
+_CHOICES = {
+    "task": TASKS,
+    "train.optimizer": ("adamw", "sgd"),
+    "train.scheduler": ("cosine", "onecycle", "plateau", "none"),
+    "train.class_weights": ("balanced", "none"),
+    "train.loss": ("gaussian_nll", "mse"),
+    "train.precision": ("auto", "32", "bf16-mixed", "16-mixed", "64"),
+    "data.cache": ("none", "memory"),
+    "data.on_bad_file": ("error", "skip"),
+    "data.check": ("header", "full"),
+}
+_POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "train.devices", "train.num_nodes", "train.val_every_n_epochs")
+_NON_NEGATIVE = (
+    "train.weight_decay",
+    "train.grad_clip",
+    "train.warmup_epochs",
+    "train.label_smoothing",
+    "train.mixup_alpha",
+    "train.early_stopping_patience",
+    "data.workers",
+    "train.seed",
+)
+_FREE_FORM = {"model.kwargs", "tune.space", "data.simulate", "data.splits", "data.split_fractions"}
+
+
+def _merge(base: dict[str, Any], user: dict[str, Any], where: str = "") -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in user.items():
+        here = f"{where}.{key}" if where else key
+        if key not in base:
+            raise ConfigError(here, f"unknown key; expected one of {sorted(base)}")
+        if isinstance(base[key], dict) and here not in _FREE_FORM:
+            if not isinstance(value, dict):
+                raise ConfigError(here, f"expected a mapping, got {type(value).__name__}")
+            out[key] = _merge(base[key], value, here)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _get(config: dict[str, Any], dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Check choices, ranges and the cross-section rules; raise naming the first bad key."""
+    for key, choices in _CHOICES.items():
+        value = str(_get(config, key))
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {list(choices)}, got {value!r}")
+    for key in _POSITIVE + _NON_NEGATIVE:
+        value = _get(config, key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        if key in _POSITIVE and value <= 0 or value < 0:
+            raise ConfigError(key, f"must be {'> 0' if key in _POSITIVE else '>= 0'}, got {value}")
+    if not 0 <= config["train"]["ema_decay"] < 1:
+        raise ConfigError("train.ema_decay", f"must be in [0, 1), got {config['train']['ema_decay']}")
+    if not 0 <= config["train"]["label_smoothing"] < 1:
+        raise ConfigError("train.label_smoothing", "must be in [0, 1)")
+    data = config["data"]
+    if (data["path"] is None) == (data["simulate"] is None):
+        raise ConfigError("data", "give exactly one of data.path and data.simulate")
+    if data["path"] is not None and not Path(data["path"]).exists():
+        raise ConfigError("data.path", f"{data['path']}: no such file or directory")
+    if config["task"] == "regression" and not data["targets"]:
+        raise ConfigError("data.targets", "a regression task needs at least one target column")
+    if config["task"] == "classification" and data["targets"]:
+        raise ConfigError("data.targets", "targets are for regression; a classification task predicts the labels")
+    if not isinstance(data["transforms"], list):
+        raise ConfigError("data.transforms", "expected a list of transforms")
+    splits = data["splits"]
+    if not isinstance(splits, dict) or set(splits) - {"train", "val", "test"} or "train" not in splits:
+        raise ConfigError("data.splits", "expected {train: NAME, val: NAME, test: NAME}")
+    if data["simulate"] is not None:
+        sim = data["simulate"]
+        allowed = {"preset", "config", "set", "seed", "train", "val", "test"}
+        unknown = set(sim) - allowed
+        if unknown:
+            raise ConfigError(f"data.simulate.{sorted(unknown)[0]}", f"unknown key; expected one of {sorted(allowed)}")
+        if ("preset" in sim) == ("config" in sim):
+            raise ConfigError("data.simulate", "give exactly one of preset and config")
+        for part in ("train", "val", "test"):
+            if not isinstance(sim.get(part, 0), int) or sim.get(part, 0) < 0:
+                raise ConfigError(f"data.simulate.{part}", "expected a number of images >= 0")
+        if sim.get("train", 0) < 1:
+            raise ConfigError("data.simulate.train", "need at least one training image")
+    from deeplense.data.transforms import build_pipeline
+
+    build_pipeline(data["transforms"], "data.transforms")
+    if not isinstance(config["model"]["name"], str):
+        raise ConfigError("model.name", "expected a model name (see `deeplense models list`)")
+
+
+def resolve_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:
+    """Defaults <- file (or mapping) <- ``key=value`` overrides, validated."""
+    user = load_yaml(source) if isinstance(source, str | Path) else copy.deepcopy(source)
+    config = _merge(DEFAULTS, user)
+    config = apply_overrides(config, overrides or [])
+    validate_config(config)
+    return config
