@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loader that also reads ``3e-4`` and ``1E6`` as floats (YAML 1.2 does)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats (``3e-4``)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
 
 __all__ = ["ConfigError", "load_yaml", "dump_yaml", "apply_overrides", "check_keys"]
 
@@ -23,7 +48,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with the file name in any error."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError("", f"config file not found: {path}") from None
     except yaml.YAMLError as exc:
@@ -38,7 +63,7 @@ def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text.strip() else ""
+    return parse_yaml(text) if text.strip() else ""
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

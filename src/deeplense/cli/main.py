@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deeplense.cli import data, simulate
+from deeplense.cli import data, simulate, train
 
 app = typer.Typer(
     help="Simulate strong-lensing images with dark-matter substructure and learn from them.",
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.command("simulate")(simulate.simulate)
 app.command("presets")(simulate.presets)
 app.add_typer(data.app, name="data")
+app.command("train")(train.train)
+app.add_typer(train.models_app, name="models")
 
 
 @app.command("version")

@@ -123,7 +123,11 @@ class _SimulatorMixin:
             raise DataFormatError(f"simulator: no parameter {unknown[0]!r}; parameters: {sorted(columns)}")
         self._sim = None
 
-    def _render(self, indices: np.ndarray, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def raw_images(self, indices) -> np.ndarray:
+        """Rendered images before any transform."""
+        return self._render(np.asarray(indices, dtype=np.int64), apply_pipeline=False)["image"].numpy()
+
+    def _render(self, indices: np.ndarray, generator=None, apply_pipeline: bool = True) -> dict[str, torch.Tensor]:
         from deeplense.seeding import image_seed
         from deeplense.sim.simulator import Simulator
 
@@ -135,7 +139,7 @@ class _SimulatorMixin:
         rows = [self._sim.metadata_row(s) for s in samples]
         targets = [[row[t] for t in self.targets] for row in rows]
         targets = np.asarray(targets, dtype=np.float32).reshape(len(indices), -1)
-        return _batch(images, labels, targets, indices, self.pipeline, generator)
+        return _batch(images, labels, targets, indices, self.pipeline if apply_pipeline else None, generator)
 
 
 class SimulatedImages(_SimulatorMixin, Dataset):

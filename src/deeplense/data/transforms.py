@@ -185,7 +185,9 @@ class NoiseJitter(Transform):
         return x + self.sigma * scale * noise
 
 
-def mixup(images: Tensor, onehot: Tensor, alpha: float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def mixup(
+    images: Tensor, onehot: Tensor, alpha: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Mix each example with a random partner: ``lam x + (1 - lam) x'`` with lam ~ Beta(alpha, alpha)
     (one per batch, Zhang et al. 2018); returns mixed images and soft targets."""
     g = generator or torch.default_generator

@@ -48,7 +48,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
     return out
 
 
-def regression_metrics(mean: np.ndarray, sigma: np.ndarray | None, truth: np.ndarray, names: list[str], units: list[str]) -> dict[str, Any]:
+def regression_metrics(
+    mean: np.ndarray, sigma: np.ndarray | None, truth: np.ndarray, names: list[str], units: list[str]
+) -> dict[str, Any]:
     """Per target: MAE, RMSE, R^2, bias (mean of prediction - truth) and, with predicted ``sigma``,
     the fraction of truths inside the central 68.27 % and 95.45 % Gaussian intervals."""
     mean, truth = np.atleast_2d(np.asarray(mean, float)), np.atleast_2d(np.asarray(truth, float))

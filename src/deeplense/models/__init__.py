@@ -3,4 +3,12 @@
 from deeplense.models.heads import LensNet, build_network
 from deeplense.models.registry import MODELS, PretrainedWeightsWarning, create_backbone, list_models, load_weights
 
-__all__ = ["MODELS", "LensNet", "build_network", "create_backbone", "list_models", "load_weights", "PretrainedWeightsWarning"]
+__all__ = [
+    "MODELS",
+    "LensNet",
+    "build_network",
+    "create_backbone",
+    "list_models",
+    "load_weights",
+    "PretrainedWeightsWarning",
+]

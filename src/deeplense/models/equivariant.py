@@ -66,7 +66,9 @@ class GroupConv(nn.Module):
         if kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd for exact equivariance")
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 8, kernel_size, kernel_size))
-        nn.init.kaiming_normal_(self.weight.view(out_channels, in_channels * 8, kernel_size, kernel_size), nonlinearity="relu")
+        nn.init.kaiming_normal_(
+            self.weight.view(out_channels, in_channels * 8, kernel_size, kernel_size), nonlinearity="relu"
+        )
         self.out_channels = out_channels
         perms = np.stack([D4_TABLE[D4_INVERSE[g]] for g in range(8)])  # perms[g, h] = g^-1 h
         self.register_buffer("perms", torch.as_tensor(perms), persistent=False)
@@ -99,7 +101,9 @@ class D4CNN(nn.Module):
     but the last ends with a 2x2 max pool. BatchNorm statistics are shared over the group axis.
     """
 
-    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (8, 16, 24, 32), lift_kernel: int = 5, kernel: int = 3):
+    def __init__(
+        self, in_chans: int = 1, widths: tuple[int, ...] = (8, 16, 24, 32), lift_kernel: int = 5, kernel: int = 3
+    ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
         blocks = [_Block(LiftingConv(in_chans, widths[0], lift_kernel), widths[0], pool=True)]

@@ -21,7 +21,7 @@ class LensNet(nn.Module):
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be classification or regression, got {task!r}")
         self.backbone, self.task, self.n_outputs = backbone, task, n_outputs
-        width = getattr(backbone, "num_features")
+        width = backbone.num_features
         self.head = nn.Linear(width, n_outputs if task == "classification" else 2 * n_outputs)
         if task == "regression":
             nn.init.zeros_(self.head.bias)
@@ -38,6 +38,10 @@ class LensNet(nn.Module):
 def build_network(spec: dict[str, Any], task: str, n_outputs: int, in_chans: int, img_size: int) -> LensNet:
     """``spec``: ``{name, pretrained, kwargs}`` from the ``model`` config section."""
     backbone = create_backbone(
-        spec["name"], in_chans=in_chans, img_size=img_size, pretrained=spec.get("pretrained", False), **spec.get("kwargs", {})
+        spec["name"],
+        in_chans=in_chans,
+        img_size=img_size,
+        pretrained=spec.get("pretrained", False),
+        **spec.get("kwargs", {}),
     )
     return LensNet(backbone, task, n_outputs)

@@ -56,7 +56,9 @@ def list_models(pattern: str | None = None) -> dict[str, list[str]]:
     return {"deeplense": ours, "timm": timm.list_models(pattern or "*")}
 
 
-def _timm_backbone(name: str, in_chans: int, img_size: int | None, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+def _timm_backbone(
+    name: str, in_chans: int, img_size: int | None, pretrained: bool, kwargs: dict[str, Any]
+) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
@@ -83,7 +85,11 @@ def create_backbone(
     if name in MODELS:
         model = MODELS.create(name, in_chans=in_chans, img_size=img_size, **kwargs)
         if pretrained is True:
-            warnings.warn(f"{name}: no published weights exist for this network; using random initialisation", PretrainedWeightsWarning, stacklevel=2)
+            warnings.warn(
+                f"{name}: no published weights exist for this network; using random initialisation",
+                PretrainedWeightsWarning,
+                stacklevel=2,
+            )
     else:
         want_hub = pretrained is True
         if want_hub:
@@ -132,7 +138,12 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
             skipped.append(key)
             continue
         if own[name].shape != value.shape:
-            if value.ndim == 4 and own[name].ndim == 4 and value.shape[0] == own[name].shape[0] and value.shape[2:] == own[name].shape[2:]:
+            if (
+                value.ndim == 4
+                and own[name].ndim == 4
+                and value.shape[0] == own[name].shape[0]
+                and value.shape[2:] == own[name].shape[2:]
+            ):
                 from timm.models import adapt_input_conv
 
                 value = adapt_input_conv(own[name].shape[1], value)
@@ -145,5 +156,8 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     model.load_state_dict(loaded, strict=False)
     missing = [k for k in own if k not in loaded]
     if skipped or missing:
-        warnings.warn(f"{path}: loaded {len(loaded)} tensors, skipped {len(skipped)}, {len(missing)} left at initialisation", stacklevel=2)
+        warnings.warn(
+            f"{path}: loaded {len(loaded)} tensors, skipped {len(skipped)}, {len(missing)} left at initialisation",
+            stacklevel=2,
+        )
     return {"loaded": list(loaded), "skipped": skipped, "missing": missing}

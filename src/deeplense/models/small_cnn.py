@@ -18,7 +18,11 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         channels = in_chans
         for i, width in enumerate(widths):
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = width

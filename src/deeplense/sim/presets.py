@@ -5,9 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-import yaml
-
-from deeplense.config import ConfigError
+from deeplense.config import ConfigError, parse_yaml
 
 __all__ = ["list_presets", "load_preset"]
 
@@ -24,4 +22,4 @@ def load_preset(name: str) -> dict[str, Any]:
     """The raw config of preset ``name`` (a fresh dict each call)."""
     if name not in list_presets():
         raise ConfigError("preset", f"unknown preset {name!r}; available: {', '.join(list_presets())}")
-    return yaml.safe_load((_files() / f"{name}.yaml").read_text())
+    return parse_yaml((_files() / f"{name}.yaml").read_text())

@@ -95,7 +95,14 @@ _CHOICES = {
     "data.on_bad_file": ("error", "skip"),
     "data.check": ("header", "full"),
 }
-_POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "train.devices", "train.num_nodes", "train.val_every_n_epochs")
+_POSITIVE = (
+    "train.epochs",
+    "train.batch_size",
+    "train.lr",
+    "train.devices",
+    "train.num_nodes",
+    "train.val_every_n_epochs",
+)
 _NON_NEGATIVE = (
     "train.weight_decay",
     "train.grad_clip",

@@ -1,0 +1,89 @@
+"""``deeplense train``, ``deeplense models list``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deeplense.cli.common import fail
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's tips and hardware banners; keep its warnings that matter."""
+    import logging
+
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
+
+
+models_app = typer.Typer(help="Networks: ours and every timm backbone.", no_args_is_help=True)
+
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: train.lr=3e-4.")]
+
+
+def train(
+    config: Annotated[Path | None, typer.Argument(help="Training config YAML (see configs/).")] = None,
+    set_: Overrides = None,
+    resume: Annotated[Path | None, typer.Option(help="Resume an interrupted run from its directory.")] = None,
+) -> None:
+    """Train a model: classification or regression, on stored or simulated data (Lightning)."""
+    from deeplense.config import ConfigError
+    from deeplense.data.base import DataFormatError
+    from deeplense.train.config import resolve_config
+    from deeplense.train.run import train as run_training
+
+    if (config is None) == (resume is None):
+        fail("give a CONFIG file, or --resume RUN_DIR")
+    if resume is not None and set_:
+        fail("--set cannot change a run being resumed; start a new run instead")
+    quiet_lightning()
+    try:
+        resolved = resolve_config(config, set_ or []) if config is not None else None
+        summary = run_training(resolved, resume=resume)
+    except (ConfigError, DataFormatError, FileNotFoundError, KeyError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    if not summary:
+        return
+    typer.echo(f"run: {summary['run_dir']}")
+    typer.echo(
+        f"epochs: {summary['epochs_completed']}, fit time {summary['fit_seconds_total']:.0f} s, best {summary['monitor']} = {summary['best_val']}"
+    )
+    test = summary.get("test")
+    if test:
+        keys = ("auc_macro", "auc", "accuracy") if summary["task"] == "classification" else ()
+        shown = {k: round(test[k], 4) for k in keys if k in test}
+        for name, entry in test.items():
+            if isinstance(entry, dict) and "mae" in entry:
+                shown[name] = {
+                    k: round(entry[k], 4) for k in ("mae", "rmse", "coverage_68", "coverage_95") if k in entry
+                }
+        typer.echo(f"test ({test['n']} images): {json.dumps(shown)}")
+
+
+@models_app.command("list")
+def list_models(pattern: Annotated[str | None, typer.Argument(help="Wildcard, e.g. 'vit_*'.")] = None) -> None:
+    """List our networks and the timm backbones."""
+    from deeplense.models import MODELS
+    from deeplense.models.registry import list_models as names
+
+    found = names(pattern)
+    typer.echo("deeplense networks:")
+    for name in found["deeplense"]:
+        doc = (MODELS.get(name).__doc__ or "").strip().splitlines()[0]
+        typer.echo(f"  {name:14s} {doc}")
+    typer.echo(f"timm backbones ({len(found['timm'])}; any of them works as model.name):")
+    for i in range(0, min(len(found["timm"]), 60), 4):
+        typer.echo("  " + "  ".join(f"{n:28s}" for n in found["timm"][i : i + 4]))
+    if len(found["timm"]) > 60:
+        typer.echo(f"  ... and {len(found['timm']) - 60} more (filter with a pattern, e.g. 'efficientnet*')")

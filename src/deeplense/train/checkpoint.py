@@ -1,0 +1,64 @@
+"""Load a trained model from a checkpoint alone (the contract it carries is all that is needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deeplense.data.transforms import Pipeline, build_pipeline
+
+__all__ = ["load_model", "resolve_checkpoint", "LoadedModel"]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (its best checkpoint, else the last) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).exists():
+                return path / "checkpoints" / name
+        raise FileNotFoundError(f"{path}: no checkpoints/best.ckpt or last.ckpt")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    return path
+
+
+class LoadedModel:
+    """A checkpoint's module (eval mode), contract and evaluation transforms."""
+
+    def __init__(self, module, contract: dict[str, Any], pipeline: Pipeline, path: Path):
+        self.module, self.contract, self.pipeline, self.path = module, contract, pipeline, path
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Raw images ``(N, C, H, W)`` -> probabilities, or mean and sigma in target units."""
+        device = next(self.module.parameters()).device
+        out: dict[str, list] = {}
+        for lo in range(0, len(images), batch_size):
+            x = self.pipeline(torch.as_tensor(np.asarray(images[lo : lo + batch_size]), dtype=torch.float32))
+            for k, v in self.module.predict_batch(x.to(device)).items():
+                out.setdefault(k, []).append(v.cpu().numpy())
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """Rebuild the network from the checkpoint's contract (no config, no data needed); the file
+    is read with ``weights_only=True``."""
+    from deeplense.train.module import LensingModule
+
+    path = resolve_checkpoint(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        hparams = state["hyper_parameters"]
+        contract, train_cfg = hparams["contract"], hparams["train"]
+    except KeyError as exc:
+        raise ValueError(f"{path}: not a deeplense checkpoint (missing {exc})") from None
+    model_spec = dict(contract["model"], pretrained=False)  # weights come from the checkpoint
+    module = LensingModule({**contract, "model": model_spec}, train_cfg)
+    module.load_state_dict(state["state_dict"])
+    module.eval().to(device)
+    pipeline = build_pipeline(contract["transforms"]).train(False)
+    return LoadedModel(module, contract, pipeline, path)

@@ -1,0 +1,186 @@
+"""Build the training, validation and test datasets of a run from its config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deeplense.config import ConfigError, apply_overrides, load_yaml
+from deeplense.data.pipeline import SimulatedImages, StoredImages
+from deeplense.data.transforms import Pipeline, build_pipeline
+
+__all__ = ["TrainingData", "build_data", "simulation_config"]
+
+
+@dataclass
+class TrainingData:
+    train: Any
+    val: Any | None
+    test: Any | None
+    class_names: list[str]
+    targets: list[str]
+    target_units: list[str]
+    target_mean: list[float]
+    target_std: list[float]
+    in_chans: int
+    img_size: int
+    pipeline: Pipeline
+    class_counts: list[int]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def simulation_config(sim: dict[str, Any]) -> dict[str, Any]:
+    """Resolve ``data.simulate``'s preset or config file plus its ``set`` overrides."""
+    from deeplense.sim.presets import load_preset
+
+    raw = load_preset(sim["preset"]) if "preset" in sim else load_yaml(sim["config"])
+    return apply_overrides(raw, list(sim.get("set", [])))
+
+
+def _fit_statistics(pipeline: Pipeline, fetch, n: int) -> None:
+    if not pipeline.needs_statistics():
+        return
+    idx = np.arange(min(n, 2048))
+
+    def batches():
+        for lo in range(0, len(idx), 256):
+            yield torch.as_tensor(fetch(idx[lo : lo + 256]))
+
+    pipeline.fit_statistics(batches)
+
+
+def build_data(config: dict[str, Any], run_dir: Path | None = None, progress=None) -> TrainingData:
+    """Datasets of a run; writes ``split.csv`` into ``run_dir`` for stored data without splits."""
+    data, seed = config["data"], int(config["train"]["seed"])
+    task, targets = config["task"], list(data["targets"])
+    pipeline = build_pipeline(data["transforms"], "data.transforms")
+    train_pipe, eval_pipe = Pipeline(pipeline.transforms).train(True), Pipeline(pipeline.transforms).train(False)
+    if data["simulate"] is not None:
+        return _simulated(config, pipeline, train_pipe, eval_pipe)
+    from deeplense.data.readers import open_dataset
+    from deeplense.data.splits import save_split
+    from deeplense.data.views import ClassView, IndexView, SplitView
+
+    source = open_dataset(
+        data["path"],
+        check=data["check"],
+        on_bad_file=data["on_bad_file"],
+        split_file=data["split_file"],
+        split=None,
+        progress=progress,
+    )
+    skipped = len(source.bad_files)
+    if data["classes"]:
+        try:
+            source = ClassView(source, list(data["classes"]))
+        except KeyError as exc:
+            raise ConfigError("data.classes", str(exc.args[0])) from None
+    if (source.splits == "").all():
+        from deeplense.data.splits import assign_splits
+
+        assign_splits(source, data["split_fractions"], data["split_seed"])
+    if run_dir is not None:
+        save_split(source, run_dir / "split.csv")
+    names = sorted(set(source.splits))
+    parts = {}
+    for role, split in data["splits"].items():
+        if split is None:
+            parts[role] = None
+        elif split not in names:
+            if role == "train":
+                raise ConfigError("data.splits.train", f"no split {split!r}; the data have {names}")
+            parts[role] = None
+        else:
+            parts[role] = SplitView(source, split)
+    train = parts["train"]
+    if data["max_train"] and data["max_train"] < len(train):
+        keep = np.sort(
+            np.random.default_rng(np.random.SeedSequence([seed, 0x7A1])).permutation(len(train))[: data["max_train"]]
+        )
+        train = IndexView(train, keep)
+    _fit_statistics(pipeline, train.images, len(train))
+    probe = eval_pipe(torch.as_tensor(train.images([0])))
+    datasets = {
+        "train": StoredImages(train, train_pipe, targets, cache=data["cache"], augment_seed=seed, progress=progress),
+        "val": StoredImages(parts["val"], eval_pipe, targets, cache=data["cache"])
+        if parts["val"] is not None
+        else None,
+        "test": StoredImages(parts["test"], eval_pipe, targets, cache="none") if parts["test"] is not None else None,
+    }
+    values = datasets["train"].target_values
+    return TrainingData(
+        train=datasets["train"],
+        val=datasets["val"],
+        test=datasets["test"],
+        class_names=list(source.class_names),
+        targets=targets,
+        target_units=[source.units.get(t, "") for t in targets],
+        target_mean=values.mean(0).tolist() if targets else [],
+        target_std=np.maximum(values.std(0), 1e-12).tolist() if targets else [],
+        in_chans=int(probe.shape[1]),
+        img_size=int(probe.shape[-1]),
+        pipeline=pipeline,
+        class_counts=np.bincount(train.labels, minlength=len(source.class_names)).tolist(),
+        provenance={
+            "path": str(Path(data["path"]).resolve()),
+            "layout": source.layout,
+            "sizes": {k: (len(v) if v is not None else 0) for k, v in datasets.items()},
+            "bad_files_skipped": skipped,
+            "task": task,
+        },
+    )
+
+
+def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
+    from deeplense.sim.simulator import Simulator
+
+    data, seed = config["data"], int(config["train"]["seed"])
+    sim = data["simulate"]
+    sim_config = simulation_config(sim)
+    base = int(sim.get("seed", 0))
+    targets, classes = list(data["targets"]), data["classes"]
+    sizes = {"train": sim.get("train", 0), "val": sim.get("val", 0), "test": sim.get("test", 0)}
+    datasets = {}
+    for k, (role, n) in enumerate(sizes.items()):
+        if n:
+            pipe = train_pipe if role == "train" else eval_pipe
+            aug = seed if role == "train" else None
+            datasets[role] = SimulatedImages(sim_config, 3 * base + k, n, targets, pipe, classes, augment_seed=aug)
+        else:
+            datasets[role] = None
+    train = datasets["train"]
+    _fit_statistics(pipeline, train.raw_images, len(train))
+    probe = train.__getitems__([0])["image"]
+    n_classes = len(train.output_class_names)
+    units = {c.name: c.unit for c in Simulator(sim_config).columns}
+    target_mean, target_std = [], []
+    if targets:
+        chunks = range(0, min(len(train), 1024), 256)
+        values = np.concatenate(
+            [train.__getitems__(list(range(lo, min(lo + 256, len(train)))))["target"].numpy() for lo in chunks]
+        )
+        target_mean, target_std = values.mean(0).tolist(), np.maximum(values.std(0), 1e-12).tolist()
+    return TrainingData(
+        train=train,
+        val=datasets["val"],
+        test=datasets["test"],
+        class_names=list(train.output_class_names),
+        targets=targets,
+        target_units=[units.get(t, "") for t in targets],
+        target_mean=target_mean,
+        target_std=target_std,
+        in_chans=int(probe.shape[1]),
+        img_size=int(probe.shape[-1]),
+        pipeline=pipeline,
+        class_counts=[len(train) // n_classes + (1 if i < len(train) % n_classes else 0) for i in range(n_classes)],
+        provenance={
+            "simulate": sim,
+            "seeds": {r: 3 * base + k for k, r in enumerate(sizes)},
+            "sizes": sizes,
+            "task": config["task"],
+        },
+    )

@@ -1,0 +1,184 @@
+"""The Lightning module shared by every supervised task: classification and regression with
+uncertainty, with class weights, label smoothing, mixup, EMA of weights and the schedules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from deeplense.data.transforms import mixup
+from deeplense.models.heads import build_network
+
+__all__ = ["LensingModule", "monitor_of"]
+
+
+def monitor_of(task: str) -> tuple[str, str]:
+    """(metric, mode) used for checkpoints, early stopping and tuning."""
+    return ("val_auc_macro", "max") if task == "classification" else ("val_mae", "min")
+
+
+class LensingModule(L.LightningModule):
+    """Network + loss + optimisation. ``contract`` (model spec, data contract, normalisation) is
+    stored in every checkpoint's hyper-parameters, so a checkpoint alone rebuilds the model."""
+
+    def __init__(self, contract: dict[str, Any], train: dict[str, Any]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.contract, self.cfg = contract, train
+        self.task = contract["task"]
+        n_out = len(contract["class_names"]) if self.task == "classification" else len(contract["targets"])
+        self.net = build_network(contract["model"], self.task, n_out, contract["in_chans"], contract["img_size"])
+        if train["channels_last"]:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        weights = contract.get("class_weights")
+        self.register_buffer("class_weight", torch.tensor(weights, dtype=torch.float32) if weights else None)
+        self.register_buffer("target_mean", torch.tensor(contract.get("target_mean") or [0.0]))
+        self.register_buffer("target_std", torch.tensor(contract.get("target_std") or [1.0]))
+        self.ema = None
+        if train["ema_decay"] > 0:  # exponential moving average of weights and BatchNorm statistics
+            self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(train["ema_decay"]), use_buffers=True)
+        self._outputs: dict[str, list] = {"val": [], "test": []}
+
+    # ----------------------------------------------------------------------------- forward
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg["channels_last"] else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.ema.module if (self.ema is not None and not self.training) else self.net
+        return net(self._prepare(x))
+
+    def predict_batch(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Probabilities, or mean and sigma in target units."""
+        return self._decode(self(x))
+
+    def _decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = out.float()
+        if self.task == "classification":
+            return {"probs": out.softmax(-1)}
+        mean, var = self.net.split_regression(out)
+        return {"mean": mean * self.target_std + self.target_mean, "sigma": var.sqrt() * self.target_std}
+
+    # -------------------------------------------------------------------------------- loss
+    def _loss(
+        self, out: torch.Tensor, batch: dict[str, torch.Tensor], soft: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.task == "classification":
+            if soft is not None:
+                logp = out.float().log_softmax(-1)
+                w = self.class_weight[None] if self.class_weight is not None else 1.0
+                return -(soft * logp * w).sum(-1).mean()
+            return F.cross_entropy(
+                out.float(), batch["label"], weight=self.class_weight, label_smoothing=self.cfg["label_smoothing"]
+            )
+        y = (batch["target"] - self.target_mean) / self.target_std
+        mean, var = self.net.split_regression(out.float())
+        if self.cfg["loss"] == "mse":
+            return F.mse_loss(mean, y)
+        return F.gaussian_nll_loss(mean, y, var, full=True)
+
+    def training_step(self, batch, batch_idx):
+        x, soft = batch["image"], None
+        if self.task == "classification" and self.cfg["mixup_alpha"] > 0:
+            g = torch.Generator().manual_seed(int(self.cfg["seed"]) * 1_000_003 + int(self.global_step))
+            x, soft = mixup(
+                x, F.one_hot(batch["label"], len(self.contract["class_names"])).float(), self.cfg["mixup_alpha"], g
+            )
+        loss = self._loss(self.net(self._prepare(x)), batch, soft)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
+
+    # --------------------------------------------------------------------------- evaluate
+    def _eval_step(self, batch, stage: str):
+        out = self(batch["image"])
+        loss = self._loss(out, batch)
+        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(out), sync_dist=True)
+        pred = self._decode(out)
+        pred.update(label=batch["label"], target=batch["target"], index=batch["index"])
+        self._outputs[stage].append({k: v.detach() for k, v in pred.items()})
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def gathered(self, stage: str) -> dict[str, np.ndarray]:
+        """Predictions of an evaluation epoch from every process, as numpy arrays."""
+        parts = self._outputs[stage]
+        if not parts:
+            return {}
+        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if self.trainer is not None and self.trainer.world_size > 1:
+            merged = {k: v.reshape(-1, *v.shape[2:]) for k, v in self.all_gather(merged).items()}
+        return {k: v.cpu().numpy() for k, v in merged.items()}
+
+    def _epoch_metrics(self, stage: str) -> dict[str, float]:
+        from deeplense.evaluate.metrics import classification_metrics, regression_metrics
+
+        got = self.gathered(stage)
+        self._outputs[stage] = []
+        if not got:
+            return {}
+        if self.task == "classification":
+            m = classification_metrics(got["probs"], got["label"], self.contract["class_names"])
+            out = {f"{stage}_acc": m["accuracy"]}
+            if "auc_macro" in m:
+                out[f"{stage}_auc_macro"] = m["auc_macro"]
+            elif "auc" in m:
+                out[f"{stage}_auc_macro"] = m["auc"]
+            return out
+        m = regression_metrics(
+            got["mean"], got["sigma"], got["target"], self.contract["targets"], self.contract["target_units"]
+        )
+        first = m[self.contract["targets"][0]]
+        return {f"{stage}_mae": first["mae"], f"{stage}_coverage_68": first["coverage_68"]}
+
+    def on_validation_epoch_end(self):
+        for k, v in self._epoch_metrics("val").items():
+            self.log(k, v, prog_bar=True, rank_zero_only=False, sync_dist=False)
+
+    def on_test_epoch_end(self):
+        # test metrics are computed by the caller from `gathered("test")`, which keeps the outputs
+        pass
+
+    # ------------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        cfg = self.cfg
+        decay, no_decay = [], []
+        for name, p in self.net.named_parameters():
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg["optimizer"] == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
+        else:
+            opt = torch.optim.AdamW(groups, lr=cfg["lr"])
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, cfg["epochs"]))
+        if cfg["scheduler"] == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=total)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if cfg["scheduler"] == "plateau":
+            metric, mode = monitor_of(self.task)
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode=mode, patience=cfg["plateau_patience"], factor=0.3
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": metric, "interval": "epoch"}}
+        if cfg["scheduler"] == "cosine":
+            warm = int(cfg["warmup_epochs"] * per_epoch)
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total - warm))
+            if warm:
+                ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warm)
+                sched = torch.optim.lr_scheduler.SequentialLR(opt, [ramp, cosine], milestones=[warm])
+            else:
+                sched = cosine
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt

@@ -1,0 +1,163 @@
+"""The training engine end to end: CLI runs, checkpoints, exact resume, config errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from deeplense.config import ConfigError
+from deeplense.train.checkpoint import load_model
+from deeplense.train.config import resolve_config
+
+CLI = [sys.executable, "-m", "deeplense.cli.main"]
+TINY_SIM = {
+    "preset": "model_i",
+    "set": ["instrument.size=32", "instrument.pixel_scale=0.2"],
+    "seed": 0,
+    "train": 96,
+    "val": 48,
+    "test": 48,
+}
+
+
+def write_config(path, **sections):
+    config = {
+        "task": "classification",
+        "data": {"simulate": TINY_SIM, "transforms": ["minmax", "dihedral"]},
+        "model": {"name": "small_cnn", "kwargs": {"widths": [8, 16]}},
+        "train": {"epochs": 2, "batch_size": 16, "threads": 1},
+        "logging": {"progress_bar": False},
+        "run": {"dir": str(path.parent / "runs"), "name": path.stem},
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(*args, check=True):
+    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_classification_run_writes_a_complete_run_directory(tmp_path):
+    config = write_config(tmp_path / "cls.yaml")
+    result = run("train", config, "--set", "train.lr=3e-3")
+    run_dir = tmp_path / "runs" / "cls"
+    assert f"run: {run_dir}" in result.stdout and "test (48 images)" in result.stdout
+    for name in (
+        "config.yaml",
+        "contract.json",
+        "metrics.csv",
+        "summary.json",
+        "test_metrics.json",
+        "predictions_test.csv",
+    ):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / "checkpoints" / "best.ckpt").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["train"]["lr"] == 3e-3 and resolved["train"]["scheduler"] == "cosine"  # defaults written out
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert {"train_loss_epoch", "val_loss", "val_auc_macro", "val_acc"} <= set(metrics.columns)
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert test["n"] == 48 and set(test["auc_per_class"]) == {"no_sub", "cdm", "axion"}
+    assert np.asarray(test["confusion_matrix"]).sum() == 48
+    # the checkpoint alone rebuilds the model and reproduces the test predictions
+    model = load_model(run_dir)
+    assert model.contract["class_names"] == ["no_sub", "cdm", "axion"] and model.contract["img_size"] == 32
+    from deeplense.data.pipeline import SimulatedImages
+    from deeplense.train.data import simulation_config
+
+    raw = SimulatedImages(simulation_config(TINY_SIM), 2, 48).raw_images(np.arange(48))
+    stored = pd.read_csv(run_dir / "predictions_test.csv")
+    np.testing.assert_allclose(model.predict(raw)["probs"], stored[["p_no_sub", "p_cdm", "p_axion"]], atol=1e-5)
+
+
+def test_regression_on_stored_axion_images_with_uncertainty(tiny_dataset, tmp_path):
+    config = write_config(
+        tmp_path / "reg.yaml",
+        task="regression",
+        data={
+            "simulate": None,
+            "path": str(tiny_dataset),
+            "classes": ["axion"],
+            "targets": ["substructure.log10_m_a"],
+            "transforms": ["minmax"],
+        },
+        train={"epochs": 2, "batch_size": 4, "scheduler": "onecycle", "ema_decay": 0.9, "grad_clip": 1.0},
+    )
+    run("train", config)
+    run_dir = tmp_path / "runs" / "reg"
+    contract = json.loads((run_dir / "contract.json").read_text())
+    assert contract["targets"] == ["substructure.log10_m_a"] and contract["target_units"] == ["log10(eV)"]
+    assert -24 < contract["target_mean"][0] < -22
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    entry = test["substructure.log10_m_a"]
+    assert entry["unit"] == "log10(eV)" and 0 <= entry["coverage_68"] <= entry["coverage_95"] <= 1
+    split = pd.read_csv(run_dir / "split.csv")
+    assert set(split["split"]) == {"train", "val", "test"} and len(split) == 12
+    predictions = pd.read_csv(run_dir / "predictions_test.csv")
+    assert (predictions["sigma_substructure.log10_m_a"] > 0).all()
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path):
+    sections = {"train": {"epochs": 4, "batch_size": 16, "threads": 1, "ema_decay": 0.5}}
+    run("train", write_config(tmp_path / "straight.yaml", **sections))
+    config = write_config(tmp_path / "killed.yaml", **sections)
+    run_dir = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen([*CLI, "train", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "checkpoints" / "last.ckpt").exists():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    epoch = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"]
+    assert epoch < 3, "the run finished before it could be interrupted"
+    result = run("train", "--resume", run_dir)
+    assert "epochs: 4" in result.stdout
+    straight, resumed = (
+        _weights(tmp_path / "runs" / "straight" / "checkpoints" / "last.ckpt"),
+        _weights(run_dir / "checkpoints" / "last.ckpt"),
+    )
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    epochs = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val_loss"])["epoch"].tolist()
+    assert sorted(set(epochs)) == [0, 1, 2, 3]
+
+
+def test_config_errors_name_the_key(tmp_path):
+    base = {"data": {"simulate": TINY_SIM}}
+    with pytest.raises(ConfigError, match=r"^train.lrr: unknown key"):
+        resolve_config({**base, "train": {"lrr": 1}})
+    with pytest.raises(ConfigError, match=r"^train.optimizer: must be one of"):
+        resolve_config({**base, "train": {"optimizer": "adam"}})
+    with pytest.raises(ConfigError, match=r"^train.epochs: must be > 0"):
+        resolve_config(base, ["train.epochs=0"])
+    with pytest.raises(ConfigError, match=r"^data: give exactly one of data.path and data.simulate"):
+        resolve_config({"data": {"simulate": TINY_SIM, "path": str(tmp_path)}})
+    with pytest.raises(ConfigError, match=r"^data.targets: a regression task needs"):
+        resolve_config({**base, "task": "regression"})
+    with pytest.raises(ConfigError, match=r"^data.transforms.0.name: unknown transform"):
+        resolve_config({"data": {"simulate": TINY_SIM, "transforms": ["flipp"]}})
+    with pytest.raises(ConfigError, match=r"^data.path: .*nowhere: no such file"):
+        resolve_config({"data": {"path": str(tmp_path / "nowhere")}})
+    result = run("train", write_config(tmp_path / "bad.yaml"), "--set", "train.sheduler=cosine", check=False)
+    assert result.returncode == 2 and "train.sheduler: unknown key" in result.stderr
