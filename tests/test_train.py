@@ -161,3 +161,64 @@ def test_config_errors_name_the_key(tmp_path):
         resolve_config({"data": {"path": str(tmp_path / "nowhere")}})
     result = run("train", write_config(tmp_path / "bad.yaml"), "--set", "train.sheduler=cosine", check=False)
     assert result.returncode == 2 and "train.sheduler: unknown key" in result.stderr
+
+
+def test_tune_runs_an_optuna_study_in_sqlite_and_writes_the_best_config(tmp_path):
+    import sqlite3
+
+    config = write_config(
+        tmp_path / "tune.yaml",
+        train={"epochs": 2, "batch_size": 16, "threads": 1},
+        tune={
+            "trials": 3,
+            "space": {
+                "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                "model.kwargs.widths": {"choices": [[8], [8, 16]]},
+            },
+        },
+    )
+    result = run("tune", config, "--out", tmp_path / "study")
+    assert "best trial" in result.stdout and "3 trials" in result.stdout
+    best = yaml.safe_load((tmp_path / "study" / "best_config.yaml").read_text())
+    assert 1e-4 <= best["train"]["lr"] <= 1e-2 and best["model"]["kwargs"]["widths"] in ([8], [8, 16])
+    with sqlite3.connect(tmp_path / "study" / "optuna.db") as db:
+        assert db.execute("select count(*) from trials").fetchone()[0] == 3
+    trials = pd.read_csv(tmp_path / "study" / "trials.csv")
+    assert len(trials) == 3 and "params_train.lr" in trials
+    # the study continues where it stopped
+    result = run("tune", config, "--out", tmp_path / "study", "--trials", "4")
+    with sqlite3.connect(tmp_path / "study" / "optuna.db") as db:
+        assert db.execute("select count(*) from trials").fetchone()[0] == 4
+
+
+def test_ensemble_of_two_runs_by_mean_and_stacking(tmp_path):
+    for seed in (0, 1):
+        run(
+            "train",
+            write_config(tmp_path / f"m{seed}.yaml", train={"epochs": 2, "batch_size": 16, "threads": 1, "seed": seed}),
+        )
+    runs = [tmp_path / "runs" / "m0", tmp_path / "runs" / "m1"]
+    for method in ("mean", "stack"):
+        result = run("ensemble", *runs, "--out", tmp_path / method, "--method", method)
+        assert f"ensemble ({method})" in result.stdout
+        report = json.loads((tmp_path / method / "ensemble_metrics.json").read_text())
+        assert report["n_test"] == 48 and len(report["member_metrics"]) == 2
+        probs = pd.read_csv(tmp_path / method / "predictions_test.csv")[["p_no_sub", "p_cdm", "p_axion"]].to_numpy()
+        np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+    members = [pd.read_csv(r / "predictions_test.csv")[["p_no_sub", "p_cdm", "p_axion"]].to_numpy() for r in runs]
+    mean = pd.read_csv(tmp_path / "mean" / "predictions_test.csv")[["p_no_sub", "p_cdm", "p_axion"]].to_numpy()
+    np.testing.assert_allclose(mean, (members[0] + members[1]) / 2, atol=1e-5)
+
+
+def test_data_parallel_training_with_two_cpu_processes(tmp_path):
+    config = write_config(
+        tmp_path / "ddp.yaml",
+        train={"epochs": 2, "batch_size": 16, "threads": 1, "devices": 2, "strategy": "ddp", "accelerator": "cpu"},
+    )
+    result = run("train", config)
+    run_dir = tmp_path / "runs" / "ddp"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_completed"] == 2
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert test["n"] == 48  # predictions of both processes gathered, each image once
+    assert "test (48 images)" in result.stdout

@@ -16,6 +16,8 @@ app.command("simulate")(simulate.simulate)
 app.command("presets")(simulate.presets)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)
+app.command("tune")(train.tune)
+app.command("ensemble")(train.ensemble)
 app.add_typer(train.models_app, name="models")
 
 

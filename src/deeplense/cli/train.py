@@ -87,3 +87,60 @@ def list_models(pattern: Annotated[str | None, typer.Argument(help="Wildcard, e.
         typer.echo("  " + "  ".join(f"{n:28s}" for n in found["timm"][i : i + 4]))
     if len(found["timm"]) > 60:
         typer.echo(f"  ... and {len(found['timm']) - 60} more (filter with a pattern, e.g. 'efficientnet*')")
+
+
+def tune(
+    config: Annotated[Path, typer.Argument(help="Training config YAML with a tune.space section.")],
+    trials: Annotated[int | None, typer.Option(help="Number of trials (default: tune.trials).")] = None,
+    out: Annotated[Path, typer.Option(help="Study directory (SQLite database, trials, best config).")] = Path(
+        "runs/tune"
+    ),
+    set_: Overrides = None,
+) -> None:
+    """Hyper-parameter search with Optuna (SQLite storage, pruning of bad trials)."""
+    from deeplense.config import ConfigError
+    from deeplense.data.base import DataFormatError
+    from deeplense.train.config import resolve_config
+    from deeplense.train.tune import tune as run_tune
+
+    quiet_lightning()
+    try:
+        result = run_tune(resolve_config(config, set_ or []), out, trials)
+    except (ConfigError, DataFormatError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(
+        f"best trial {result['best_trial']}: {result['metric']} = {result['best_value']:.4f} with {json.dumps(result['params'])}"
+    )
+    typer.echo(f"{result['trials']} trials ({result['pruned']} pruned); best config: {out / 'best_config.yaml'}")
+
+
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories or checkpoints.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    method: Annotated[str, typer.Option(help="mean (average) or stack (fitted on the validation split).")] = "mean",
+    data: Annotated[Path | None, typer.Option(help="Evaluate on this data set instead of the first run's.")] = None,
+) -> None:
+    """Combine checkpoints by averaging or a fitted stacker; evaluates members and ensemble."""
+    from deeplense.config import ConfigError
+    from deeplense.data.base import DataFormatError
+    from deeplense.train.ensemble import ensemble as run_ensemble
+
+    try:
+        report = run_ensemble(runs, out, method, data)
+    except (ConfigError, DataFormatError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    metrics = report["metrics"]
+    headline = "auc_macro" if "auc_macro" in metrics else ("auc" if "auc" in metrics else None)
+    for i, member in enumerate(report["member_metrics"]):
+        typer.echo(f"member {i}: {_headline(member, headline)}")
+    typer.echo(f"ensemble ({method}): {_headline(metrics, headline)}  -> {out / 'ensemble_metrics.json'}")
+
+
+def _headline(metrics: dict, key: str | None) -> str:
+    if key:
+        return f"{key} {metrics[key]:.4f}, accuracy {metrics['accuracy']:.4f}"
+    return ", ".join(
+        f"{name}: MAE {m['mae']:.4f}, 68% coverage {m.get('coverage_68', float('nan')):.2f}"
+        for name, m in metrics.items()
+        if isinstance(m, dict)
+    )

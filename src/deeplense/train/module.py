@@ -118,7 +118,12 @@ class LensingModule(L.LightningModule):
             return {}
         merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         if self.trainer is not None and self.trainer.world_size > 1:
-            merged = {k: v.reshape(-1, *v.shape[2:]) for k, v in self.all_gather(merged).items()}
+            gathered = self.all_gather(merged)
+            merged = {k: v.reshape(v.shape[0] * v.shape[1], *v.shape[2:]) for k, v in gathered.items()}
+            # a distributed sampler pads the last batches with repeated images: keep each once
+            _, first = np.unique(merged["index"].cpu().numpy(), return_index=True)
+            keep = torch.as_tensor(first, device=merged["index"].device)
+            merged = {k: v[keep] for k, v in merged.items()}
         return {k: v.cpu().numpy() for k, v in merged.items()}
 
     def _epoch_metrics(self, stage: str) -> dict[str, float]:

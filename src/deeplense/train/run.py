@@ -29,7 +29,9 @@ import torch
 from deeplense.config import ConfigError, dump_yaml, load_yaml
 from deeplense.train.config import validate_config
 
-__all__ = ["train", "make_run_dir", "hardware"]
+__all__ = ["train", "make_run_dir", "hardware", "merge_metrics"]
+
+_RUN_DIR_ENV = "DEEPLENSE_RUN_DIR"
 
 
 def hardware() -> dict[str, Any]:
@@ -153,7 +155,12 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     from deeplense.train.module import LensingModule, monitor_of
 
     ckpt_path = None
-    if resume is not None:
+    launched_by = os.environ.get(_RUN_DIR_ENV)  # a DDP worker process started by rank 0's Trainer
+    if launched_by and resume is None:
+        resume_dir = Path(launched_by)
+        config = load_yaml(resume_dir / "config.yaml")
+        run_dir = resume_dir
+    elif resume is not None:
         run_dir = Path(resume)
         ckpt_path = run_dir / "checkpoints" / "last.ckpt"
         if not (run_dir / "config.yaml").exists():
@@ -169,9 +176,10 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
-    data = build_data(config, run_dir)
+    data = build_data(config, None if launched_by else run_dir)
     contract = _contract(config, data)
-    (run_dir / "contract.json").write_text(json.dumps(contract, indent=2))
+    if not launched_by:
+        (run_dir / "contract.json").write_text(json.dumps(contract, indent=2))
     module = LensingModule(contract, cfg)
     batch, workers, seed = int(cfg["batch_size"]), int(config["data"]["workers"]), int(cfg["seed"])
     train_loader = make_loader(
@@ -223,7 +231,12 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         plugins=[_atomic_checkpoint_io()],
     )
     start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    os.environ[_RUN_DIR_ENV] = str(run_dir.resolve())  # inherited by DDP worker processes only
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    finally:
+        if not launched_by:
+            os.environ.pop(_RUN_DIR_ENV, None)
     fit_seconds = time.perf_counter() - start
     if trainer.is_global_zero:
         merge_metrics(run_dir)
