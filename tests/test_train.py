@@ -222,3 +222,28 @@ def test_data_parallel_training_with_two_cpu_processes(tmp_path):
     test = json.loads((run_dir / "test_metrics.json").read_text())
     assert test["n"] == 48  # predictions of both processes gathered, each image once
     assert "test (48 images)" in result.stdout
+
+
+def test_optional_loggers_tensorboard_mlflow_sqlite_and_wandb_offline(tmp_path):
+    import sqlite3
+
+    config = write_config(
+        tmp_path / "logged.yaml",
+        data={"simulate": {**TINY_SIM, "train": 32, "val": 16, "test": 0}},
+        train={"epochs": 1, "batch_size": 16, "threads": 1},
+        logging={"tensorboard": True, "mlflow": True, "wandb": True, "progress_bar": False, "log_every_n_steps": 1},
+    )
+    env_result = subprocess.run(
+        [*CLI, "train", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    assert env_result.returncode == 0, env_result.stderr
+    run_dir = tmp_path / "runs" / "logged"
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    with sqlite3.connect(tmp_path / "runs" / "mlflow.db") as db:
+        keys = {row[0] for row in db.execute("select key from metrics")}
+    assert {"train_loss_step", "val_loss"} <= keys
+    assert list((run_dir / "wandb").glob("offline-run-*"))

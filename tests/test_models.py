@@ -1,0 +1,113 @@
+"""Networks: exact D4 invariance, timm backbones with any band count, pretrained fallbacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from deeplense.data.transforms import dihedral
+from deeplense.models import LensNet, PretrainedWeightsWarning, build_network, create_backbone
+from deeplense.models.equivariant import D4_INVERSE, D4_TABLE, GroupConv, LiftingConv
+
+
+def test_d4_cayley_table_is_a_group():
+    assert sorted(D4_TABLE[0]) == list(range(8)) and list(D4_TABLE[0]) == list(range(8))
+    for a in range(8):
+        assert sorted(D4_TABLE[a]) == list(range(8))  # Latin square
+        assert D4_TABLE[a, D4_INVERSE[a]] == 0
+        for b in range(8):
+            for c in range(8):
+                assert D4_TABLE[D4_TABLE[a, b], c] == D4_TABLE[a, D4_TABLE[b, c]]
+
+
+def test_group_convolutions_are_equivariant_and_the_network_invariant():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 16, 16)
+    lift, conv = LiftingConv(1, 3, 5), GroupConv(3, 2, 3)
+    with torch.no_grad():
+        f = conv(lift(x))
+        for u in range(8):
+            g = conv(lift(dihedral(x, u)))
+            # transforming the input by u transforms each map by u and permutes the group axis
+            expected = torch.stack([dihedral(f[:, :, D4_TABLE[D4_INVERSE[u], h]], u) for h in range(8)], dim=2)
+            assert torch.allclose(g, expected, atol=1e-5)
+    net = build_network(
+        {"name": "d4_cnn", "kwargs": {"widths": [4, 8, 8]}}, "classification", 3, in_chans=2, img_size=32
+    ).eval()
+    images = torch.randn(3, 2, 32, 32)
+    with torch.no_grad():
+        reference = net(images)
+        for u in range(1, 8):
+            assert torch.allclose(net(dihedral(images, u)), reference, atol=1e-5)
+
+
+def test_small_cnn_is_not_invariant_so_the_test_above_can_fail():
+    torch.manual_seed(0)
+    net = build_network({"name": "small_cnn"}, "classification", 3, in_chans=1, img_size=32).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(net(dihedral(x, 1)), net(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "bands", "size"),
+    [
+        ("resnet18", {}, 3, 64),
+        ("efficientnet_b0", {}, 1, 64),
+        ("vit_tiny_patch16_224", {"patch_size": 8}, 1, 64),
+        ("convit_tiny", {"patch_size": 8}, 1, 64),
+    ],
+)
+def test_timm_backbones_with_any_bands_and_image_size(name, kwargs, bands, size):
+    net = build_network({"name": name, "kwargs": kwargs}, "regression", 2, in_chans=bands, img_size=size)
+    out = net(torch.randn(2, bands, size, size))
+    assert out.shape == (2, 4)  # two means, two log-variances
+    mean, var = net.split_regression(out)
+    assert (var > 0).all() and mean.shape == (2, 2)
+
+
+def test_pretrained_without_weights_warns_and_initialises_randomly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(
+        PretrainedWeightsWarning, match="resnet18: pretrained weights are not available .*HF_HUB_OFFLINE"
+    ):
+        model = create_backbone("resnet18", in_chans=1, pretrained=True)
+    assert model.num_features == 512
+    with pytest.warns(PretrainedWeightsWarning, match="small_cnn: no published weights"):
+        create_backbone("small_cnn", pretrained=True)
+
+
+def test_local_weight_files_load_with_band_adaptation(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    source = create_backbone("resnet18", in_chans=3)
+    save_file({f"model.{k}": v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "r18.safetensors")
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "r18.pth")
+    for path in (tmp_path / "r18.safetensors", tmp_path / "r18.pth"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            target = create_backbone("resnet18", in_chans=1, pretrained=str(path))
+        assert torch.equal(target.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+        # 3-band first convolution summed into 1 band (timm's adapt_input_conv)
+        assert torch.allclose(target.conv1.weight, source.conv1.weight.sum(1, keepdim=True), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="missing.pth: no such weight file"):
+        create_backbone("resnet18", pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_unknown_model_names_are_a_clear_error():
+    with pytest.raises(KeyError, match="unknown model 'resnet_18'"):
+        create_backbone("resnet_18")
+    assert isinstance(build_network({"name": "small_cnn"}, "classification", 2, 1, 32), LensNet)
+
+
+def test_models_list_cli():
+    cli = [sys.executable, "-m", "deeplense.cli.main", "models", "list"]
+    everything = subprocess.run(cli, capture_output=True, text=True)
+    assert everything.returncode == 0 and "d4_cnn" in everything.stdout and "small_cnn" in everything.stdout
+    convit = subprocess.run([*cli, "convit*"], capture_output=True, text=True).stdout
+    assert "convit_tiny" in convit and "resnet18" not in convit and "small_cnn" not in convit
