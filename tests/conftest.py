@@ -33,3 +33,39 @@ def tiny_dataset(tmp_path_factory):
     )
     write_dataset(root, tiny_model_i_config(), plan)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_dataset, tmp_path_factory):
+    """A trained classification run and a regression run on the tiny data set (in-process)."""
+    import logging
+
+    from deeplense.train.config import resolve_config
+    from deeplense.train.run import train
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    root = tmp_path_factory.mktemp("runs")
+    common = {"model": {"name": "small_cnn", "kwargs": {"widths": [8, 16]}}, "logging": {"progress_bar": False}}
+    runs = {}
+    for name, extra in {
+        "cls": {"task": "classification", "data": {"path": str(tiny_dataset), "transforms": ["minmax", "dihedral"]}},
+        "cls2": {
+            "task": "classification",
+            "data": {"path": str(tiny_dataset), "transforms": ["minmax"]},
+            "train": {"seed": 1},
+        },
+        "reg": {
+            "task": "regression",
+            "data": {
+                "path": str(tiny_dataset),
+                "classes": ["axion"],
+                "targets": ["substructure.log10_m_a"],
+                "transforms": ["minmax"],
+            },
+        },
+    }.items():
+        config = {**common, **extra, "run": {"dir": str(root), "name": name}}
+        config["train"] = {"epochs": 2, "batch_size": 6, "threads": 1, **extra.get("train", {})}
+        train(resolve_config(config))
+        runs[name] = root / name
+    return runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deeplense.cli import data, simulate, train
+from deeplense.cli import data, evaluate, simulate, train
 
 app = typer.Typer(
     help="Simulate strong-lensing images with dark-matter substructure and learn from them.",
@@ -18,6 +18,10 @@ app.add_typer(data.app, name="data")
 app.command("train")(train.train)
 app.command("tune")(train.tune)
 app.command("ensemble")(train.ensemble)
+app.command("evaluate")(evaluate.evaluate)
+app.command("compare")(evaluate.compare)
+app.command("profile")(evaluate.profile)
+app.command("demo")(evaluate.demo)
 app.add_typer(train.models_app, name="models")
 
 

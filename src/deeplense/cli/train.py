@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -11,23 +10,14 @@ import typer
 
 from deeplense.cli.common import fail
 
+models_app = typer.Typer(help="Networks: ours and every timm backbone.", no_args_is_help=True)
+
 
 def quiet_lightning() -> None:
-    """Drop Lightning's tips and hardware banners; keep its warnings that matter."""
-    import logging
+    from deeplense.train.run import quiet_lightning as quiet
 
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.fabric.utilities.rank_zero",
-        "lightning.pytorch.accelerators.cuda",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
+    quiet()
 
-
-models_app = typer.Typer(help="Networks: ours and every timm backbone.", no_args_is_help=True)
 
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: train.lr=3e-4.")]
 

@@ -57,7 +57,8 @@ def save_split(source: ImageSource, path: str | Path) -> Path:
 
 
 def load_split(source: ImageSource, path: str | Path) -> None:
-    """Apply a split written by :func:`save_split` (in place); every image must be listed."""
+    """Apply a split written by :func:`save_split` (in place). Images it does not list (e.g. of
+    classes a run left out) get no split; a file listing none of the images is an error."""
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -67,7 +68,6 @@ def load_split(source: ImageSource, path: str | Path) -> None:
         raise DataFormatError(f"{path}: expected columns key,split, got {list(table.columns)}")
     mapping = dict(zip(table["key"], table["split"]))
     keys = _keys(source)
-    missing = [k for k in keys if k not in mapping]
-    if missing:
-        raise DataFormatError(f"{path}: {len(missing)} images of the data set are not listed, e.g. {missing[0]}")
-    source.metadata["split"] = [mapping[k] for k in keys]
+    if not any(k in mapping for k in keys):
+        raise DataFormatError(f"{path}: lists none of the images of {source.root} (a split of another data set?)")
+    source.metadata["split"] = [mapping.get(k, "") for k in keys]

@@ -8,7 +8,51 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["classification_metrics", "regression_metrics", "expected_calibration_error"]
+__all__ = [
+    "classification_metrics",
+    "regression_metrics",
+    "expected_calibration_error",
+    "bootstrap_auc",
+    "tpr_at_false_positives",
+]
+
+
+def tpr_at_false_positives(scores: np.ndarray, positive: np.ndarray, max_false_positives: int) -> float:
+    """Highest true-positive rate at a threshold that lets through at most ``max_false_positives``
+    negatives (TPR_0 for 0: every positive scored above the highest-scored negative)."""
+    scores, positive = np.asarray(scores, float), np.asarray(positive, bool)
+    negatives = np.sort(scores[~positive])[::-1]
+    if len(negatives) <= max_false_positives:
+        return 1.0
+    threshold = negatives[max_false_positives]  # the (k+1)-th highest negative must be excluded
+    return float((scores[positive] > threshold).mean())
+
+
+def bootstrap_auc(
+    probs: np.ndarray, labels: np.ndarray, n_classes: int, n_boot: int = 1000, seed: int = 0
+) -> dict[str, list[float]]:
+    """95 % percentile intervals of per-class, macro and micro one-vs-rest AUC from ``n_boot``
+    resamples of the images (resamples missing a class are redrawn)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    draws: dict[str, list[float]] = {}
+    onehot = np.eye(n_classes)[labels]
+    done = 0
+    while done < n_boot:
+        idx = rng.integers(0, n, n)
+        y = labels[idx]
+        if len(np.unique(y)) < n_classes:
+            continue
+        per = [roc_auc_score(y == c, probs[idx, c]) for c in range(n_classes)]
+        for c, value in enumerate(per):
+            draws.setdefault(str(c), []).append(value)
+        if n_classes > 2:
+            draws.setdefault("macro", []).append(float(np.mean(per)))
+            draws.setdefault("micro", []).append(roc_auc_score(onehot[idx].ravel(), probs[idx].ravel()))
+        done += 1
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -24,9 +68,13 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
-    """``probs`` (N, K) summing to 1, integer ``labels`` (N,)."""
-    from sklearn.metrics import confusion_matrix, roc_auc_score
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, class_names: list[str], n_boot: int = 0
+) -> dict[str, Any]:
+    """``probs`` (N, K) summing to 1, integer ``labels`` (N,). ``n_boot > 0`` adds bootstrap
+    95 % intervals (``*_ci``). Binary sets also get average precision, TPR_0 and TPR_10 (true
+    positive rate with no false positive / fewer than ten false positives) for class 1."""
+    from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
     k = len(class_names)
@@ -45,6 +93,19 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
         out["auc_micro"] = float(roc_auc_score(onehot.ravel(), probs.ravel()))
     out["confusion_matrix"] = confusion_matrix(labels, probs.argmax(1), labels=list(range(k))).tolist()
     out["ece"] = expected_calibration_error(probs, labels)
+    if k == 2 and len(present) == 2:
+        positive = labels == 1
+        out["average_precision"] = float(average_precision_score(positive, probs[:, 1]))
+        out["tpr_0"] = tpr_at_false_positives(probs[:, 1], positive, 0)
+        out["tpr_10"] = tpr_at_false_positives(probs[:, 1], positive, 9)
+    if n_boot and len(present) == k and k > 1:
+        ci = bootstrap_auc(probs, labels, k, n_boot)
+        out["auc_per_class_ci"] = {class_names[int(c)]: v for c, v in ci.items() if c.isdigit()}
+        if "macro" in ci:
+            out["auc_macro_ci"], out["auc_micro_ci"] = ci["macro"], ci["micro"]
+        if k == 2:
+            out["auc_ci"] = ci["1"]
+        out["bootstrap_resamples"] = n_boot
     return out
 
 

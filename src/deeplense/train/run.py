@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,24 @@ import torch
 from deeplense.config import ConfigError, dump_yaml, load_yaml
 from deeplense.train.config import validate_config
 
-__all__ = ["train", "make_run_dir", "hardware", "merge_metrics"]
+__all__ = ["train", "make_run_dir", "hardware", "merge_metrics", "quiet_lightning"]
 
 _RUN_DIR_ENV = "DEEPLENSE_RUN_DIR"
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's tips and hardware banners; keep its warnings that matter."""
+    import logging
+
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
 
 
 def hardware() -> dict[str, Any]:
@@ -172,6 +188,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     else:
         run_dir = make_run_dir(config["run"], config)
         dump_yaml(config, run_dir / "config.yaml")
+    quiet_lightning()
     cfg = config["train"]
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))

@@ -1,0 +1,118 @@
+"""``deeplense evaluate``, ``compare``, ``profile`` and ``demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deeplense.cli.common import fail
+
+
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run directory or checkpoint.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Data set in any layout (default: the run's own test split).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/evaluation).")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Stored split to evaluate (default: test where there is one).")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC intervals.")] = 1000,
+) -> None:
+    """Metrics (with bootstrap intervals), figures (PNG+PDF) and an HTML report."""
+    from deeplense.config import ConfigError
+    from deeplense.data.base import DataFormatError
+    from deeplense.evaluate.run import evaluate_run
+    from deeplense.train.run import quiet_lightning
+
+    quiet_lightning()
+    try:
+        result = evaluate_run(run, data=data, out=out, split=split, n_boot=bootstrap)
+    except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    m = result["metrics"]
+    if "auc_per_class" in m:
+        key = "auc_macro" if "auc_macro" in m else "auc"
+        ci = m.get(f"{key}_ci")
+        typer.echo(
+            f"{key} {m[key]:.4f}"
+            + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
+            + f", accuracy {m['accuracy']:.4f}, n={m['n']}"
+        )
+        typer.echo("per class: " + ", ".join(f"{c} {v:.4f}" for c, v in m["auc_per_class"].items()))
+    else:
+        for name, e in m.items():
+            if isinstance(e, dict) and "mae" in e:
+                typer.echo(
+                    f"{name}: MAE {e['mae']:.4f} {e['unit']}, RMSE {e['rmse']:.4f}, R2 {e['r2']:.3f}, coverage 68% {e['coverage_68']:.3f}, 95% {e['coverage_95']:.3f}"
+                )
+    typer.echo(f"report: {result['report']}")
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Evaluate every run on this data set (default: their own test predictions).")
+    ] = None,
+) -> None:
+    """Leaderboard (Markdown, CSV) across runs and overlaid ROC curves."""
+    from deeplense.evaluate.compare import compare_runs
+    from deeplense.train.run import quiet_lightning
+
+    quiet_lightning()
+    try:
+        board = compare_runs(runs, out, data)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo((out / "leaderboard.md").read_text())
+    typer.echo(f"{len(board)} runs -> {out / 'leaderboard.csv'}")
+
+
+def profile(
+    model: Annotated[str, typer.Argument(help="Model name (ours or timm).")],
+    img_size: Annotated[int, typer.Option(help="Image size in pixels.")] = 64,
+    bands: Annotated[int, typer.Option(help="Input bands.")] = 1,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    kwargs: Annotated[str, typer.Option(help="Model keyword arguments as JSON, e.g. '{\"patch_size\": 8}'.")] = "{}",
+) -> None:
+    """Parameters, training and inference images/s and peak memory on this device."""
+    from deeplense.evaluate.profile import profile_model
+
+    try:
+        result = profile_model(model, img_size, bands, batch, device=device, kwargs=json.loads(kwargs))
+    except (KeyError, ValueError, RuntimeError) as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    typer.echo(
+        f"{result['model']} on {result['device']}: {result['parameters']:,} parameters; "
+        f"training {result['train_images_per_s']:,.0f} images/s, inference {result['inference_images_per_s']:,.0f} images/s "
+        f"({bands}x{img_size}x{img_size}, batch {batch}); peak memory {result['peak_memory_mb']:,.0f} MB"
+    )
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the data, run and report go.")] = Path("demo_output"),
+    n_per_class: Annotated[int, typer.Option(help="Images per class to simulate.")] = 1500,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default 12).")] = None,
+) -> None:
+    """Simulate a small Model I data set, train the CPU model, evaluate, write the report."""
+    from deeplense.demo import run_demo
+    from deeplense.train.run import quiet_lightning
+
+    quiet_lightning()
+    headline = run_demo(out, n_per_class, epochs, say=typer.echo)
+    ci = headline["test_auc_macro_95ci"]
+    typer.echo("")
+    typer.echo(
+        f"test macro ROC AUC {headline['test_auc_macro']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}) on {headline['n_test']} held-out images"
+    )
+    typer.echo(
+        "per class: "
+        + ", ".join(f"{c} {v:.3f}" for c, v in headline["test_auc_per_class"].items())
+        + f"; accuracy {headline['test_accuracy']:.3f}"
+    )
+    typer.echo(f"training took {headline['train_minutes']:.1f} min; report: {headline['report']}")

@@ -1,0 +1,119 @@
+"""Evaluation, comparison, profiling and the demo through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deeplense import open_dataset
+from deeplense.evaluate.metrics import bootstrap_auc, classification_metrics, tpr_at_false_positives
+
+CLI = [sys.executable, "-m", "deeplense.cli.main"]
+
+
+def run(*args, check=True):
+    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_tpr_at_false_positives_and_binary_metrics():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    positive = np.array([1, 1, 0, 1, 0, 1, 0], bool)
+    assert tpr_at_false_positives(scores, positive, 0) == 0.5  # 0.9, 0.8 above the best negative 0.7
+    assert tpr_at_false_positives(scores, positive, 1) == 0.75  # one negative allowed: threshold 0.5
+    assert tpr_at_false_positives(scores, positive, 3) == 1.0
+    probs = np.stack([1 - scores, scores], 1)
+    m = classification_metrics(probs, positive.astype(int), ["nonlens", "lens"], n_boot=200)
+    assert m["auc"] == pytest.approx(9 / 12)  # 9 of the 12 positive-negative pairs are ordered
+    assert m["tpr_0"] == 0.5 and m["tpr_10"] == 1.0 and 0 < m["average_precision"] <= 1
+    assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
+
+
+def test_bootstrap_interval_narrows_with_more_data(rng):
+    def interval(n):
+        labels = np.arange(n) % 3
+        logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[labels]
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        ci = bootstrap_auc(probs, labels, 3, n_boot=300)["macro"]
+        return ci[1] - ci[0]
+
+    assert interval(3000) < interval(150) / 2
+
+
+def test_evaluate_own_test_split_and_a_foreign_layout_give_the_same_numbers(tiny_runs, tmp_path):
+    run_dir = tiny_runs["cls"]
+    result = run("evaluate", run_dir, "--out", tmp_path / "own", "--bootstrap", "100")
+    assert "auc_macro" in result.stdout and "report:" in result.stdout
+    own = json.loads((tmp_path / "own" / "metrics.json").read_text())
+    stored = json.loads((run_dir / "test_metrics.json").read_text())
+    assert own["auc_macro"] == pytest.approx(stored["auc_macro"]) and own["n"] == stored["n"]
+    assert own["auc_macro_ci"][0] <= own["auc_macro"] <= own["auc_macro_ci"][1]
+    for figure in ("roc", "confusion", "reliability", "examples"):
+        assert (tmp_path / "own" / f"{figure}.png").stat().st_size > 5000
+        assert (tmp_path / "own" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
+    html = (tmp_path / "own" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "<img alt='roc'" in html
+    assert "src='http" not in html and 'src="http' not in html  # self-contained
+    assert "Training data and model contract" in html and "small_cnn" in html
+    # the same test images, written out as the released per-file layout, through the readers
+    source = open_dataset(json.loads((run_dir / "contract.json").read_text())["data"]["path"], split="test")
+    for i in range(len(source)):
+        folder = tmp_path / "Model_I" / source.class_names[source.labels[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"img_{i}.npy", source.image(i)[0].astype(np.float64))
+    run("evaluate", run_dir, "--data", tmp_path / "Model_I", "--out", tmp_path / "foreign", "--bootstrap", "0")
+    foreign = json.loads((tmp_path / "foreign" / "metrics.json").read_text())
+    assert foreign["data"]["layout"] == "class_folders"
+    assert foreign["auc_macro"] == pytest.approx(own["auc_macro"], abs=1e-6)
+    assert foreign["confusion_matrix"] == own["confusion_matrix"]
+
+
+def test_evaluate_regression_reports_coverage_and_figures(tiny_runs, tmp_path):
+    result = run("evaluate", tiny_runs["reg"], "--out", tmp_path / "reg")
+    assert "MAE" in result.stdout and "coverage 68%" in result.stdout
+    metrics = json.loads((tmp_path / "reg" / "metrics.json").read_text())
+    entry = metrics["substructure.log10_m_a"]
+    assert {"mae", "rmse", "r2", "bias", "coverage_68", "coverage_95"} <= set(entry)
+    assert (tmp_path / "reg" / "pred_vs_true_substructure_log10_m_a.png").exists()
+    assert (tmp_path / "reg" / "residuals_substructure_log10_m_a.pdf").exists()
+
+
+def test_evaluate_rejects_data_the_model_cannot_score(tiny_runs, tmp_path):
+    folder = tmp_path / "wdm"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((16, 16)))
+    result = run("evaluate", tiny_runs["cls"], "--data", tmp_path, check=False)
+    assert result.returncode == 2 and "class 'wdm' is not one the model predicts" in result.stderr
+
+
+def test_compare_writes_a_ranked_leaderboard_and_roc_overlay(tiny_runs, tmp_path):
+    result = run("compare", tiny_runs["cls"], tiny_runs["cls2"], "--out", tmp_path / "cmp")
+    board = pd.read_csv(tmp_path / "cmp" / "leaderboard.csv")
+    assert board["rank"].tolist() == [1, 2] and set(board["run"]) == {"cls", "cls2"}
+    assert board["auc_macro"].is_monotonic_decreasing
+    assert {"parameters", "train_minutes", "train_images_per_s", "auc_no_sub"} <= set(board.columns)
+    assert "| rank | run |" in result.stdout
+    assert (tmp_path / "cmp" / "roc_overlay.png").exists()
+
+
+def test_profile_reports_throughput_and_memory():
+    result = run("profile", "small_cnn", "--img-size", "32", "--batch", "8")
+    assert "parameters" in result.stdout and "images/s" in result.stdout and "peak memory" in result.stdout
+
+
+def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path):
+    first = run("demo", "--out", tmp_path / "demo", "--n-per-class", "40", "--epochs", "1")
+    assert "test macro ROC AUC" in first.stdout and "report:" in first.stdout
+    headline = json.loads((tmp_path / "demo" / "headline.json").read_text())
+    assert 0 <= headline["test_auc_macro"] <= 1 and headline["n_test"] == 12
+    assert (tmp_path / "demo" / "report" / "report.html").exists()
+    second = run("demo", "--out", tmp_path / "demo", "--n-per-class", "40", "--epochs", "1")
+    assert "0 rendered now, 120 reused" in second.stdout and "reuse the trained model" in second.stdout
+    assert json.loads((tmp_path / "demo" / "headline.json").read_text())["test_auc_macro"] == headline["test_auc_macro"]
