@@ -247,3 +247,14 @@ def test_optional_loggers_tensorboard_mlflow_sqlite_and_wandb_offline(tmp_path):
         keys = {row[0] for row in db.execute("select key from metrics")}
     assert {"train_loss_step", "val_loss"} <= keys
     assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_ema_warms_up_so_the_initial_weights_do_not_linger():
+    from deeplense.train.module import ema_update
+
+    update = ema_update(0.999)
+    averaged, current = [torch.zeros(3), torch.tensor(0)], [torch.ones(3), torch.tensor(7)]
+    for n in range(200):
+        update(averaged, current, torch.tensor(n + 1))
+    # plain EMA at 0.999 would still hold 0.999**200 = 82 % of the initial zeros
+    assert averaged[0].min() > 0.99 and averaged[1].item() == 7

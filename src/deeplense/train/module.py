@@ -9,12 +9,30 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from deeplense.data.transforms import mixup
 from deeplense.models.heads import build_network
 
-__all__ = ["LensingModule", "monitor_of"]
+__all__ = ["LensingModule", "monitor_of", "ema_update"]
+
+
+def ema_update(decay: float):
+    """EMA with the usual warm-up: step ``n`` uses ``min(decay, (1 + n) / (10 + n))``, so the
+    random initial weights (and BatchNorm statistics) do not linger for ~1/(1 - decay) steps."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = int(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - d)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():
+                a.copy_(c)
+
+    return update
 
 
 def monitor_of(task: str) -> tuple[str, str]:
@@ -41,7 +59,7 @@ class LensingModule(L.LightningModule):
         self.register_buffer("target_std", torch.tensor(contract.get("target_std") or [1.0]))
         self.ema = None
         if train["ema_decay"] > 0:  # exponential moving average of weights and BatchNorm statistics
-            self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(train["ema_decay"]), use_buffers=True)
+            self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(train["ema_decay"]), use_buffers=True)
         self._outputs: dict[str, list] = {"val": [], "test": []}
 
     # ----------------------------------------------------------------------------- forward
