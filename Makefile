@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/deeplense simulate --preset model_i --n-per-class 40 --out demo_output/model_i --seed 0 --workers 2 --shard-size 30
+	$(BIN)/deeplense demo --out demo_output
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

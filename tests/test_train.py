@@ -258,3 +258,25 @@ def test_ema_warms_up_so_the_initial_weights_do_not_linger():
         update(averaged, current, torch.tensor(n + 1))
     # plain EMA at 0.999 would still hold 0.999**200 = 82 % of the initial zeros
     assert averaged[0].min() > 0.99 and averaged[1].item() == 7
+
+
+def test_training_on_a_folder_with_bad_files_stops_or_skips_them(tmp_path):
+    from layouts import model_i
+
+    root = tmp_path / "Model_I"
+    model_i(root, n=8)
+    np.save(root / "cdm" / "nan.npy", np.full((16, 16), np.nan))
+    (root / "axion" / "broken.npy").write_bytes(b"\x93NUMPY garbage")
+    config = write_config(
+        tmp_path / "bad.yaml",
+        data={"simulate": None, "path": str(root), "transforms": ["minmax"]},
+        train={"epochs": 1, "batch_size": 4, "threads": 1},
+    )
+    stopped = run("train", config, check=False)
+    assert stopped.returncode == 2
+    assert "nan.npy: 256 NaN/Inf pixels" in stopped.stderr and "broken.npy" in stopped.stderr
+    assert not (tmp_path / "runs" / "bad").exists()  # stopped before training, nothing to clean up
+    skipped = run("train", config, "--on-bad-file", "skip")
+    assert "skipped 2 bad file(s)" in skipped.stdout
+    split = pd.read_csv(tmp_path / "runs" / "bad" / "split.csv")
+    assert len(split) == 24 and not split["key"].str.contains("nan.npy").any()

@@ -26,6 +26,9 @@ def train(
     config: Annotated[Path | None, typer.Argument(help="Training config YAML (see configs/).")] = None,
     set_: Overrides = None,
     resume: Annotated[Path | None, typer.Option(help="Resume an interrupted run from its directory.")] = None,
+    on_bad_file: Annotated[
+        str | None, typer.Option(help="error (stop, listing the files) or skip (leave them out).")
+    ] = None,
 ) -> None:
     """Train a model: classification or regression, on stored or simulated data (Lightning)."""
     from deeplense.config import ConfigError
@@ -38,6 +41,8 @@ def train(
     if resume is not None and set_:
         fail("--set cannot change a run being resumed; start a new run instead")
     quiet_lightning()
+    if on_bad_file is not None:
+        set_ = [*(set_ or []), f"data.on_bad_file={on_bad_file}"]
     try:
         resolved = resolve_config(config, set_ or []) if config is not None else None
         summary = run_training(resolved, resume=resume)
@@ -46,6 +51,9 @@ def train(
     if not summary:
         return
     typer.echo(f"run: {summary['run_dir']}")
+    skipped = (summary.get("data") or {}).get("bad_files_skipped")
+    if skipped:
+        typer.echo(f"skipped {skipped} bad file(s) (listed by `deeplense data inspect`)")
     typer.echo(
         f"epochs: {summary['epochs_completed']}, fit time {summary['fit_seconds_total']:.0f} s, best {summary['monitor']} = {summary['best_val']}"
     )

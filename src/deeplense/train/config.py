@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "cache": "memory",
         "workers": 0,
         "on_bad_file": "error",
-        "check": "header",
+        "check": "full",  # read every file before training: NaN/Inf and unreadable files are found up front
         "max_train": None,  # cap on training images (first N of a seeded shuffle)
     },
     "model": {"name": "small_cnn", "pretrained": False, "kwargs": {}},

@@ -31,6 +31,13 @@ class TrainingData:
     pipeline: Pipeline
     class_counts: list[int]
     provenance: dict[str, Any] = field(default_factory=dict)
+    source: Any = None  # the stored data after class filtering, with its split (for split.csv)
+
+    def save_split(self, run_dir: Path) -> None:
+        if self.source is not None:
+            from deeplense.data.splits import save_split
+
+            save_split(self.source, run_dir / "split.csv")
 
 
 def simulation_config(sim: dict[str, Any]) -> dict[str, Any]:
@@ -53,8 +60,8 @@ def _fit_statistics(pipeline: Pipeline, fetch, n: int) -> None:
     pipeline.fit_statistics(batches)
 
 
-def build_data(config: dict[str, Any], run_dir: Path | None = None, progress=None) -> TrainingData:
-    """Datasets of a run; writes ``split.csv`` into ``run_dir`` for stored data without splits."""
+def build_data(config: dict[str, Any], progress=None) -> TrainingData:
+    """Datasets of a run (``TrainingData.save_split`` writes the split used)."""
     data, seed = config["data"], int(config["train"]["seed"])
     task, targets = config["task"], list(data["targets"])
     pipeline = build_pipeline(data["transforms"], "data.transforms")
@@ -62,7 +69,6 @@ def build_data(config: dict[str, Any], run_dir: Path | None = None, progress=Non
     if data["simulate"] is not None:
         return _simulated(config, pipeline, train_pipe, eval_pipe)
     from deeplense.data.readers import open_dataset
-    from deeplense.data.splits import save_split
     from deeplense.data.views import ClassView, IndexView, SplitView
 
     source = open_dataset(
@@ -83,8 +89,6 @@ def build_data(config: dict[str, Any], run_dir: Path | None = None, progress=Non
         from deeplense.data.splits import assign_splits
 
         assign_splits(source, data["split_fractions"], data["split_seed"])
-    if run_dir is not None:
-        save_split(source, run_dir / "split.csv")
     names = sorted(set(source.splits))
     parts = {}
     for role, split in data["splits"].items():
@@ -132,6 +136,7 @@ def build_data(config: dict[str, Any], run_dir: Path | None = None, progress=Non
             "bad_files_skipped": skipped,
             "task": task,
         },
+        source=source,
     )
 
 

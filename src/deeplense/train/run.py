@@ -62,14 +62,15 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def make_run_dir(run: dict[str, Any], config: dict[str, Any]) -> Path:
+def make_run_dir(run: dict[str, Any], config: dict[str, Any], create: bool = True) -> Path:
     name = run["name"] or f"{time.strftime('%Y%m%d-%H%M%S')}-{config['model']['name']}-{config['task']}"
     path = Path(run["dir"]) / name
     if (path / "config.yaml").exists():
         raise ConfigError(
             "run.name", f"{path} already holds a run; resume it with --resume {path} or pick another name"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -186,16 +187,21 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         config = load_yaml(run_dir / "config.yaml")
         validate_config(config)
     else:
-        run_dir = make_run_dir(config["run"], config)
-        dump_yaml(config, run_dir / "config.yaml")
+        run_dir = None
+        planned = make_run_dir(config["run"], config, create=False)  # a taken name fails before any work
     quiet_lightning()
     cfg = config["train"]
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
-    data = build_data(config, None if launched_by else run_dir)
+    data = build_data(config)  # bad data stop the run here, before a run directory exists
+    if run_dir is None:
+        run_dir = planned
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(config, run_dir / "config.yaml")
     contract = _contract(config, data)
     if not launched_by:
+        data.save_split(run_dir)
         (run_dir / "contract.json").write_text(json.dumps(contract, indent=2))
     module = LensingModule(contract, cfg)
     batch, workers, seed = int(cfg["batch_size"]), int(config["data"]["workers"]), int(cfg["seed"])
@@ -268,6 +274,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
             len(data.train) * (trainer.current_epoch - first_epoch) / max(fit_seconds, 1e-9), 1
         ),
         "sizes": data.provenance.get("sizes"),
+        "data": {k: v for k, v in data.provenance.items() if k in ("path", "layout", "bad_files_skipped", "simulate")},
         "monitor": metric,
         "best_val": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "hardware": hardware(),
