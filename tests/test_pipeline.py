@@ -150,3 +150,18 @@ def test_compressed_shards_read_the_same_images(tiny_dataset, tmp_path):
     order = [35, 0, 17, 17, 9]
     np.testing.assert_array_equal(plain.images(order), packed.images(order))
     np.testing.assert_array_equal(plain.images(order)[2], plain.image(17))
+
+
+def test_minmax_numpy_fast_path_matches_torch():
+    x = torch.rand(5, 3, 9, 9) * 7 - 2
+    for per_band in (False, True):
+        fast = build_pipeline([{"name": "minmax", "per_band": per_band}])(x)
+        dims = (-2, -1) if per_band else (-3, -2, -1)
+        lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+        assert torch.allclose(fast, (x - lo) / (hi - lo), atol=1e-6)
+        assert torch.allclose(
+            build_pipeline([{"name": "minmax", "per_band": per_band}])(x.double()),
+            ((x - lo) / (hi - lo)).double(),
+            atol=1e-6,
+        )
+    assert x.min() < 0  # the input is not modified

@@ -84,6 +84,13 @@ class MinMax(Transform):
         self.per_band = bool(per_band)
 
     def __call__(self, x, generator=None):
+        if x.device.type == "cpu" and not x.requires_grad and x.dtype == torch.float32:
+            # numpy's contiguous min/max are several times faster than torch's multi-axis amin/amax
+            rows = x.detach().numpy().reshape(x.shape[0] * (x.shape[1] if self.per_band else 1), -1)
+            lo, hi = rows.min(axis=1, keepdims=True), rows.max(axis=1, keepdims=True)
+            out = rows - lo
+            out *= 1.0 / np.maximum(hi - lo, np.float32(1e-12))
+            return torch.from_numpy(out.reshape(x.shape))
         dims = (-2, -1) if self.per_band else (-3, -2, -1)
         lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
         return (x - lo) / (hi - lo).clamp(min=1e-12)
