@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -6,6 +8,17 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
+
+
+CLI = [sys.executable, "-m", "deeplense.cli.main"]
+
+
+def run_cli(*args, check=True, timeout=600):
+    """Run ``deeplense ARGS...`` in a subprocess; with ``check``, fail showing its output."""
+    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,16 +11,9 @@ import numpy as np
 import pytest
 
 import deeplense
+from conftest import CLI, run_cli
 
-CLI = [sys.executable, "-m", "deeplense.cli.main"]
 TINY = ["--preset", "model_i", "--set", "instrument.size=16", "--set", "instrument.pixel_scale=0.2"]
-
-
-def run_cli(*args, check=True):
-    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def all_images(root):

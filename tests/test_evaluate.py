@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import run_cli as run
 from deeplense import open_dataset
 from deeplense.evaluate.metrics import bootstrap_auc, classification_metrics, tpr_at_false_positives
-
-CLI = [sys.executable, "-m", "deeplense.cli.main"]
-
-
-def run(*args, check=True):
-    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_tpr_at_false_positives_and_binary_metrics():

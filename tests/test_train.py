@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,11 +13,12 @@ import pytest
 import torch
 import yaml
 
+from conftest import CLI
+from conftest import run_cli as run
 from deeplense.config import ConfigError
 from deeplense.train.checkpoint import load_model
 from deeplense.train.config import resolve_config
 
-CLI = [sys.executable, "-m", "deeplense.cli.main"]
 TINY_SIM = {
     "preset": "model_i",
     "set": ["instrument.size=32", "instrument.pixel_scale=0.2"],
@@ -42,13 +42,6 @@ def write_config(path, **sections):
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def run(*args, check=True):
-    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_classification_run_writes_a_complete_run_directory(tmp_path):
