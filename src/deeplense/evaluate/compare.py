@@ -39,7 +39,6 @@ def compare_runs(
 ) -> pd.DataFrame:
     """One row per run: headline metrics, parameters, training time and throughput; writes
     ``leaderboard.md``, ``leaderboard.csv`` and ``roc_overlay.png/pdf`` (classification)."""
-    import torch
 
     from deeplense.evaluate import plots
     from deeplense.train.checkpoint import load_model
@@ -85,8 +84,6 @@ def compare_runs(
                         if k in entry:
                             row[f"{name}:{k}"] = entry[k]
         rows.append(row)
-        del model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
     board = pd.DataFrame(rows)
     sort_key = next((k for k in ("auc_macro", "auc") if k in board), None)
     if sort_key is None:

@@ -17,18 +17,12 @@ __all__ = ["evaluate_run", "evaluation_data"]
 def evaluation_data(model, run_dir: Path, data: str | Path | None, split: str | None, progress=None) -> dict[str, Any]:
     """Raw images, labels (in the model's class order) and targets to evaluate on, with provenance."""
     from deeplense.data.readers import open_dataset
-    from deeplense.train.config import resolve_config
-    from deeplense.train.data import build_data
+    from deeplense.train.data import run_data
     from deeplense.train.ensemble import raw_split
 
     contract = model.contract
     if data is None:
-        config = load_yaml(run_dir / "config.yaml")
-        if (run_dir / "split.csv").exists():
-            config["data"]["split_file"] = str(run_dir / "split.csv")
-        config = resolve_config(config)
-        config["data"]["cache"] = "none"
-        built = build_data(config)
+        built = run_data(run_dir)
         part = {"test": built.test, "val": built.val, "train": built.train}.get(split or "test")
         if part is None:
             raise ConfigError("split", f"the run's data have no {split or 'test'} split")
@@ -79,10 +73,10 @@ def evaluate_run(
     from deeplense.evaluate import plots
     from deeplense.evaluate.metrics import classification_metrics, regression_metrics
     from deeplense.evaluate.report import write_html_report
-    from deeplense.train.checkpoint import load_model
+    from deeplense.train.checkpoint import load_model, run_dir_of
 
     model = load_model(run)
-    run_dir = Path(run) if Path(run).is_dir() else model.path.parent.parent
+    run_dir = run_dir_of(run)
     out = Path(out) if out is not None else run_dir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     got = evaluation_data(model, run_dir, data, split)

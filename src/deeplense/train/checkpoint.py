@@ -10,7 +10,7 @@ import torch
 
 from deeplense.data.transforms import Pipeline, build_pipeline
 
-__all__ = ["load_model", "resolve_checkpoint", "LoadedModel"]
+__all__ = ["load_model", "resolve_checkpoint", "run_dir_of", "LoadedModel"]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -24,6 +24,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     return path
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run directory of a run directory or of one of its checkpoints."""
+    path = Path(path)
+    return path if path.is_dir() else resolve_checkpoint(path).parent.parent
 
 
 class LoadedModel:

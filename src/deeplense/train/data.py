@@ -13,7 +13,7 @@ from deeplense.config import ConfigError, apply_overrides, load_yaml
 from deeplense.data.pipeline import SimulatedImages, StoredImages
 from deeplense.data.transforms import Pipeline, build_pipeline
 
-__all__ = ["TrainingData", "build_data", "simulation_config"]
+__all__ = ["TrainingData", "build_data", "simulation_config", "run_data"]
 
 
 @dataclass
@@ -189,3 +189,18 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
             "task": config["task"],
         },
     )
+
+
+def run_data(run_dir: Path, data: str | Path | None = None) -> TrainingData:
+    """The datasets of a finished run, rebuilt from its ``config.yaml`` with the split it used
+    (``split.csv``), or with ``data`` in place of its data set; images read from disk, not cached."""
+    from deeplense.train.config import resolve_config
+
+    config = load_yaml(run_dir / "config.yaml")
+    if data is not None:
+        config["data"]["path"], config["data"]["simulate"], config["data"]["split_file"] = str(data), None, None
+    elif (run_dir / "split.csv").exists():
+        config["data"]["split_file"] = str(run_dir / "split.csv")
+    config = resolve_config(config)
+    config["data"]["cache"] = "none"
+    return build_data(config)

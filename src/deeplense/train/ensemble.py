@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeplense.config import ConfigError, load_yaml
+from deeplense.config import ConfigError
 
 __all__ = ["ensemble", "raw_split"]
 
@@ -57,9 +57,8 @@ def ensemble(
 ) -> dict[str, Any]:
     """Evaluate each member and the ensemble on the test split; writes metrics and predictions."""
     from deeplense.evaluate.metrics import classification_metrics, regression_metrics
-    from deeplense.train.checkpoint import load_model
-    from deeplense.train.config import resolve_config
-    from deeplense.train.data import build_data
+    from deeplense.train.checkpoint import load_model, run_dir_of
+    from deeplense.train.data import run_data
 
     if method not in ("mean", "stack"):
         raise ConfigError("method", f"must be mean or stack, got {method!r}")
@@ -72,15 +71,7 @@ def ensemble(
     for m in members[1:]:
         if m.contract["task"] != task or m.contract[key] != first[key]:
             raise ConfigError("runs", f"{m.path}: predicts {m.contract[key]}, the first run {first[key]}")
-    run_dir = Path(runs[0]) if Path(runs[0]).is_dir() else Path(runs[0]).parent.parent
-    config = load_yaml(run_dir / "config.yaml")
-    if data is not None:
-        config["data"]["path"], config["data"]["simulate"], config["data"]["split_file"] = str(data), None, None
-    elif (run_dir / "split.csv").exists():
-        config["data"]["split_file"] = str(run_dir / "split.csv")
-    config = resolve_config(config)
-    config["data"]["cache"] = "none"
-    built = build_data(config)
+    built = run_data(run_dir_of(runs[0]), data)
     if built.test is None:
         raise ConfigError("data", "the data have no test split to evaluate the ensemble on")
     test_x, test_y, test_t, test_idx = raw_split(built.test)

@@ -169,10 +169,6 @@ class LensingModule(L.LightningModule):
         for k, v in self._epoch_metrics("val").items():
             self.log(k, v, prog_bar=True, rank_zero_only=False, sync_dist=False)
 
-    def on_test_epoch_end(self):
-        # test metrics are computed by the caller from `gathered("test")`, which keeps the outputs
-        pass
-
     # ------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         cfg = self.cfg
