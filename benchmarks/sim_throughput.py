@@ -43,10 +43,10 @@ def lenstronomy_rate(sim: Simulator, label: int, n: int) -> float:
     samples = [sim.sample(image_seed(1, i), label) for i in range(n)]
     start = time.perf_counter()
     for s in samples:
-        kinds = ["SIE", "SHEAR"] + ["POINT_MASS"] * len(s.subhalos.point_masses)
+        kinds = ["SIE", "SHEAR"] + ["POINT_MASS"] * len(s.subhalos.of("point_mass"))
         main = {k: s.params[0][k] for k in ("theta_E", "e1", "e2", "center_x", "center_y")}
         kwargs = [main, {"gamma1": 0.05, "gamma2": 0.0}]
-        kwargs += [dict(theta_E=t, center_x=x, center_y=y) for x, y, t in s.subhalos.point_masses]
+        kwargs += [dict(theta_E=t, center_x=x, center_y=y) for x, y, t in s.subhalos.of("point_mass")]
         src = {k: s.params[2][k] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
         model = ImageModel(
             data, psf, lens_model_class=LensModel(kinds), source_model_class=LightModel(["SERSIC_ELLIPSE"])

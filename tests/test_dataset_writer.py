@@ -44,7 +44,7 @@ def test_simulate_writes_a_self_describing_dataset(tmp_path):
     assert meta[meta["class_name"] == "cdm"]["substructure.log10_m_a"].isna().all()
     assert meta["seed"].nunique() == 30
     with h5py.File(out / "shards" / "shard-00000.h5") as f:
-        assert f["subhalos/point_masses"].shape[1:] == (100, 3)
+        assert f["subhalos/point_mass"].shape[1:] == (100, 3)
         assert f["params/substructure.log10_m_a"].attrs["unit"] == "log10(eV)"
     train = deeplense.open_dataset(out, split="train")
     assert len(train) == 24 and set(train.metadata["split"]) == {"train"}

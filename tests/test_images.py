@@ -31,7 +31,7 @@ def _lenstronomy_image(sim, sample, *, numerics=None):
         elif lens.kind == "shear":
             kinds.append("SHEAR")
             kwargs.append({"gamma1": p["gamma1"], "gamma2": p["gamma2"]})
-    for x, y, theta in sample.subhalos.point_masses:
+    for x, y, theta in sample.subhalos.of("point_mass"):
         kinds.append("POINT_MASS")
         kwargs.append(dict(theta_E=theta, center_x=x, center_y=y))
     src = dict(sample.params[len(sim.lenses)])
@@ -189,13 +189,13 @@ def test_deeplense_cdm_and_vortex_populations():
     assert theta_main == pytest.approx(1.2814906, rel=2e-6)  # PHYSICS.md section 1
     radii = []
     for s in range(4000):
-        cdm = sim.sample(s, 1).subhalos.point_masses
+        cdm = sim.sample(s, 1).subhalos.of("point_mass")
         assert cdm.shape == (25, 3)
         radii.append(np.hypot(cdm[:, 0], cdm[:, 1]))
     radii = np.concatenate(radii)
     assert stats.kstest(radii, stats.uniform(0.25, 1.75).cdf).pvalue > 1e-3  # uniform in r, not area
     vortex = sim.sample(5, 2)
-    points = vortex.subhalos.point_masses
+    points = vortex.subhalos.of("point_mass")
     assert points.shape == (100, 3)
     assert points[0, 2] == pytest.approx(0.0221961, rel=2e-5)
     half = 0.03 * 10 ** (-22 - vortex.population["log10_m_a"])

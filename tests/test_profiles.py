@@ -60,6 +60,18 @@ CASES = {
         ["Rs", "alpha_Rs", "r_trunc", "center_x", "center_y"],
         lambda r: [r.uniform(0.05, 1), r.uniform(0.01, 0.5), r.uniform(0.2, 5), r.uniform(-1, 1), r.uniform(-1, 1)],
     ),
+    "TNFWC": (
+        F.tnfwc_deflection,
+        ["Rs", "alpha_Rs", "r_core", "r_trunc", "center_x", "center_y"],
+        lambda r: [
+            r.uniform(0.05, 1),
+            r.uniform(0.01, 0.5),
+            r.uniform(1e-4, 1.2),
+            r.uniform(1.5, 8),
+            r.uniform(-1, 1),
+            r.uniform(-1, 1),
+        ],
+    ),
 }
 
 
@@ -107,6 +119,17 @@ def _line_element(t, comp, px, py, theta, half, angle, cx, cy):
     """Deflection at (px, py) of the point masses at position t along the line (density theta^2/2L)."""
     kw = dict(theta_E=theta / math.sqrt(2 * half), center_x=cx + t * math.cos(angle), center_y=cy + t * math.sin(angle))
     return LensModel(["POINT_MASS"]).alpha(px, py, [kw])[comp]
+
+
+def test_tnfwc_is_continuous_where_core_equals_truncation(rng):
+    """lenstronomy shifts r_trunc by 1e-3 at r_core = r_trunc; our series is the exact limit."""
+    x, y = _coords(rng)
+    args = [_t([[v]], torch.float64) for v in (0.4, 0.1)]
+    ax_eq, _ = F.tnfwc_deflection(_t(x, torch.float64), _t(y, torch.float64), *args, *[_t([[v]], torch.float64) for v in (2.0, 2.0, 0, 0)])
+    ax_near, _ = F.tnfwc_deflection(
+        _t(x, torch.float64), _t(y, torch.float64), *args, *[_t([[v]], torch.float64) for v in (2.0, 2.0 + 1e-7, 0, 0)]
+    )
+    np.testing.assert_allclose(ax_eq.numpy(), ax_near.numpy(), rtol=1e-6, atol=1e-12)
 
 
 def test_line_segment_equals_integrated_point_masses(rng):

@@ -54,7 +54,7 @@ class LensingContext:
             return d_l, d_s, d_s - d_l
         d_l = c.angular_diameter_distance(self.z_lens).value
         d_s = c.angular_diameter_distance(self.z_source).value
-        return d_l, d_s, c.angular_diameter_distance_z1z2(self.z_lens, self.z_source).value
+        return d_l, d_s, c.angular_diameter_distance(self.z_lens, self.z_source).value
 
     @cached_property
     def _theta_per_sqrt_mass(self) -> float:
@@ -63,6 +63,27 @@ class LensingContext:
         d_l, d_s, d_ls = self.distances_mpc
         factor = 4 * constants.G * units.M_sun / constants.c**2 * (d_ls / (d_l * d_s) / units.Mpc)
         return float(np.sqrt(factor.decompose().value)) * 180 / math.pi * 3600
+
+    @cached_property
+    def rho_crit_lens(self) -> float:
+        """Critical density of the Universe at ``z_lens`` (M_sun / Mpc^3, physical)."""
+        from astropy import units
+
+        return float(self.cosmology.critical_density(self.z_lens).to(units.M_sun / units.Mpc**3).value)
+
+    @cached_property
+    def sigma_crit(self) -> float:
+        """Critical surface density c^2 D_s / (4 pi G D_l D_ls) (M_sun / Mpc^2), chosen distances."""
+        from astropy import constants, units
+
+        d_l, d_s, d_ls = self.distances_mpc
+        factor = constants.c**2 / (4 * math.pi * constants.G) * d_s / (d_l * d_ls) / units.Mpc
+        return float(factor.to(units.M_sun / units.Mpc**2).value)
+
+    @property
+    def mpc_per_arcsec(self) -> float:
+        """Physical length (Mpc) of one arcsec at the lens, chosen distances."""
+        return self.distances_mpc[0] * math.pi / (180 * 3600)
 
     def theta_E(self, mass):
         """Einstein radius (arcsec) of a point mass ``mass`` (M_sun); arrays allowed."""

@@ -28,6 +28,8 @@ __all__ = [
     "point_mass_deflection",
     "nfw_deflection",
     "tnfw_deflection",
+    "tnfwc_g",
+    "tnfwc_deflection",
     "line_segment_deflection",
     "sersic_bn",
     "sersic_elliptical",
@@ -176,6 +178,60 @@ def tnfw_deflection(
         )
     )
     a = alpha_Rs * (g / X**2).to(dx.dtype) / (Rs * _LN_HALF_PLUS_ONE)
+    return a * dx, a * dy
+
+
+def _tnfwc_u1(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """u1(x, b, t) of lenstronomy's TNFWC projection integral (float64), both branches in one.
+
+    With s = (t^2 - b^2) / (b^2 + x^2), u1 = h(s) / sqrt((t^2 + x^2)(b^2 + x^2)) where
+    h(s) = asinh(sqrt s)/sqrt s for s > 0 (lenstronomy's arccosh branch), asin(sqrt -s)/sqrt -s
+    for s < 0 (its arccos branch) and the series 1 - s/6 + 3 s^2/40 near s = 0 (t = b).
+    """
+    b2x2, t2x2 = b**2 + x**2, t**2 + x**2
+    s = (t**2 - b**2) / b2x2
+    root = torch.sqrt(s.abs().clamp(min=1e-300))
+    h = torch.where(s > 0, torch.asinh(root) / root, torch.asin(root.clamp(max=1.0)) / root)
+    h = torch.where(s.abs() < 1e-4, 1 - s / 6 + 3 * s**2 / 40, h)
+    return h / torch.sqrt(t2x2 * b2x2)
+
+
+def tnfwc_g(X: Tensor, beta: Tensor, tau: Tensor) -> Tensor:
+    """Projected-mass function g(X; beta = r_core/Rs, tau = r_trunc/Rs) of the cored truncated
+    pseudo-NFW profile (lenstronomy ``TNFWC``): M_2D(<X Rs) = 4 pi rho0 Rs^3 g(X). Float64."""
+    X, b, t = (v.to(torch.float64) for v in (X, beta, tau))
+    t = torch.where((t - 1).abs() < 1e-3, torch.ones_like(t) + 1e-3, t)  # removable t = 1 singularity
+    one, zero = torch.ones_like(t), torch.zeros_like(t)
+
+    def u2(x, tt):
+        return (tt**2 + x**2) * _tnfwc_u1(x, b, tt)
+
+    return t**2 / (t**2 - 1) * (-u2(X, t) + u2(zero, t) + u2(X, one) - u2(zero, one))
+
+
+def tnfwc_deflection(
+    x: Tensor,
+    y: Tensor,
+    Rs: Tensor,
+    alpha_Rs: Tensor,
+    r_core: Tensor,
+    r_trunc: Tensor,
+    center_x: Tensor,
+    center_y: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Cored, truncated pseudo-NFW halo (lenstronomy ``TNFWC``, Gilman et al.), closed form.
+
+    Density rho0 Rs^3 / (sqrt(r^2 + r_core^2) (Rs^2 + r^2)) * r_trunc^2 / (r^2 + r_trunc^2);
+    ``alpha_Rs`` is this profile's own deflection (arcsec) at projected ``Rs``. It is the profile
+    of the self-interacting (SIDM) subhalos of Yang et al. (2023) as used by pyHalo.
+    """
+    Rs = Rs.clamp(min=1e-8)
+    dx, dy = x - center_x, y - center_y
+    R = torch.sqrt(dx**2 + dy**2).clamp(min=1e-8)
+    beta, tau = r_core / Rs, r_trunc / Rs
+    X = R / Rs
+    ratio = tnfwc_g(X, beta, tau) / (tnfwc_g(torch.ones_like(beta), beta, tau) * X.to(torch.float64) ** 2)
+    a = alpha_Rs * ratio.to(dx.dtype) / Rs
     return a * dx, a * dy
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from deeplense.config import ConfigError, check_keys
 from deeplense.seeding import image_rng, noise_key
 from deeplense.sim import functional as F
+from deeplense.sim import halo_populations  # noqa: F401  (registers cdm, wdm, sidm)
 from deeplense.sim import random as R
 from deeplense.sim.components import Column, Component, batch_params
 from deeplense.sim.cosmology import LensingContext
@@ -33,6 +34,23 @@ from deeplense.sim.sources import SOURCES, SourceComponent
 from deeplense.sim.substructure import POPULATIONS, Population, Subhalos
 
 __all__ = ["Simulator", "ImageSample", "SIMULATION_KEYS"]
+
+#: Batched deflection of one subhalo per image from its catalogue row (PROFILE_COLUMNS order).
+_SUBHALO_DEFLECTIONS = {
+    "point_mass": lambda x, y, r: F.point_mass_deflection(x, y, r[2], r[0], r[1]),
+    "line_segment": lambda x, y, r: F.line_segment_deflection(x, y, *r),
+    "nfw": lambda x, y, r: F.nfw_deflection(x, y, r[2], r[3], r[0], r[1]),
+    "tnfw": lambda x, y, r: F.tnfw_deflection(x, y, r[2], r[3], r[4], r[0], r[1]),
+    "tnfwc": lambda x, y, r: F.tnfwc_deflection(x, y, r[2], r[3], r[4], r[5], r[0], r[1]),
+}
+#: Padding rows: zero mass, finite geometry, so padded images are bit-identical to unpadded ones.
+_MASSLESS = {
+    "point_mass": [0.0, 0.0, 0.0],
+    "line_segment": [0.0, 1.0, 0.0, 0.0, 0.0],
+    "nfw": [0.0, 0.0, 1.0, 0.0],
+    "tnfw": [0.0, 0.0, 1.0, 0.0, 10.0],
+    "tnfwc": [0.0, 0.0, 1.0, 0.0, 0.1, 10.0],
+}
 
 SIMULATION_KEYS = {"name", "description", "z_lens", "z_source", "cosmology", "instrument", "lens", "source", "classes"}
 _COSMOLOGY_KEYS = {"H0", "Om0", "Ob0", "distances"}
@@ -164,13 +182,14 @@ class Simulator:
             )
         return self._grid
 
-    def _padded(self, samples: list[ImageSample], attr: str, width: int) -> Tensor:
-        arrays = [getattr(s.subhalos, attr) for s in samples]
-        k = max(len(a) for a in arrays)
-        table = np.zeros((len(samples), k, width))
-        for i, a in enumerate(arrays):
-            table[i, : len(a)] = a
-        return torch.as_tensor(table, dtype=self.dtype, device=self.device)
+    def _padded(self, samples: list[ImageSample], profile: str) -> Tensor:
+        """``(B, K, columns)`` rows of ``profile``, short catalogues padded with massless rows."""
+        tables = [s.subhalos.of(profile) for s in samples]
+        k = max(len(t) for t in tables)
+        padded = np.tile(_MASSLESS[profile], (len(samples), k, 1))
+        for i, t in enumerate(tables):
+            padded[i, : len(t)] = t
+        return torch.as_tensor(padded, dtype=self.dtype, device=self.device)
 
     def _component_params(self, samples: list[ImageSample], idx: int) -> dict[str, Tensor]:
         """``(B, 1)`` tensors of component ``idx``'s sampled parameters."""
@@ -179,7 +198,7 @@ class Simulator:
 
     def deflection(self, samples: list[ImageSample]) -> tuple[Tensor, Tensor]:
         """Total deflection ``(B, N)`` at the (sub-)pixel grid. Subhalos are summed one at a time
-        in a fixed order, so padding shorter catalogues with zero masses changes no bit."""
+        in a fixed order, so padding shorter catalogues with massless rows changes no bit."""
         x, y = self._pixel_grid()
         ax = torch.zeros(len(samples), x.numel(), dtype=self.dtype, device=self.device)
         ay = torch.zeros_like(ax)
@@ -187,17 +206,11 @@ class Simulator:
             p = self._component_params(samples, i)
             dx, dy = lens.deflection(x, y, p)
             ax, ay = ax + dx, ay + dy
-        points = self._padded(samples, "point_masses", 3)
-        for k in range(points.shape[1]):
-            dx, dy = F.point_mass_deflection(x, y, points[:, k, 2:3], points[:, k, 0:1], points[:, k, 1:2])
-            ax, ay = ax + dx, ay + dy
-        segments = self._padded(samples, "segments", 5)
-        for k in range(segments.shape[1]):
-            s = segments[:, k]
-            # A padded segment has theta_E = 0 and needs a non-zero length to stay finite.
-            half = torch.where(s[:, 0:1] > 0, s[:, 1:2], torch.ones_like(s[:, 1:2]))
-            dx, dy = F.line_segment_deflection(x, y, s[:, 0:1], half, s[:, 2:3], s[:, 3:4], s[:, 4:5])
-            ax, ay = ax + dx, ay + dy
+        for profile, deflect in _SUBHALO_DEFLECTIONS.items():
+            rows = self._padded(samples, profile)
+            for k in range(rows.shape[1]):
+                dx, dy = deflect(x, y, [rows[:, k, j : j + 1] for j in range(rows.shape[2])])
+                ax, ay = ax + dx, ay + dy
         return ax, ay
 
     def render(self, samples: list[ImageSample], *, noise: bool = True) -> Tensor:

@@ -18,22 +18,35 @@ from deeplense.registry import Registry
 from deeplense.sim.components import Column, Component
 from deeplense.sim.priors import Param
 
-__all__ = ["POPULATIONS", "Population", "Subhalos", "power_law_masses"]
+__all__ = ["POPULATIONS", "PROFILE_COLUMNS", "Population", "Subhalos", "power_law_masses"]
 
 POPULATIONS: Registry[type[Population]] = Registry("substructure population")
 
 
-def _empty(width: int) -> np.ndarray:
-    return np.zeros((0, width))
+#: Row layout of each subhalo profile in a catalogue (angles in arcsec, ``angle`` in rad).
+PROFILE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "point_mass": ("center_x", "center_y", "theta_E"),
+    "line_segment": ("theta_E", "half_length", "angle", "center_x", "center_y"),
+    "nfw": ("center_x", "center_y", "Rs", "alpha_Rs"),
+    "tnfw": ("center_x", "center_y", "Rs", "alpha_Rs", "r_trunc"),
+    "tnfwc": ("center_x", "center_y", "Rs", "alpha_Rs", "r_core", "r_trunc"),
+}
 
 
 @dataclass
 class Subhalos:
-    """Catalogue of one image: ``point_masses`` rows ``(x, y, theta_E)`` in arcsec and
-    ``segments`` rows ``(theta_E, half_length, angle, center_x, center_y)``."""
+    """Catalogue of one image: per profile, an ``(n, len(PROFILE_COLUMNS[profile]))`` table."""
 
-    point_masses: np.ndarray = field(default_factory=lambda: _empty(3))
-    segments: np.ndarray = field(default_factory=lambda: _empty(5))
+    tables: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for profile, table in self.tables.items():
+            if profile not in PROFILE_COLUMNS or np.shape(table)[1:] != (len(PROFILE_COLUMNS[profile]),):
+                raise ValueError(f"bad subhalo table {profile!r} of shape {np.shape(table)}")
+
+    def of(self, profile: str) -> np.ndarray:
+        """The rows of ``profile`` (an empty table when the image has none)."""
+        return self.tables.get(profile, np.zeros((0, len(PROFILE_COLUMNS[profile]))))
 
 
 def power_law_masses(rng: np.random.Generator, n: int, slope: float, m_min: float, m_max: float) -> np.ndarray:
@@ -103,7 +116,7 @@ class DeepLenseCDM(Population):
         angle = rng.uniform(0, 2 * math.pi, size=n)
         theta = self.context.theta_E(masses)
         points = np.stack([radius * np.cos(angle), radius * np.sin(angle), theta], axis=1)
-        return {"m_sub_total": float(masses.sum())}, Subhalos(point_masses=points)
+        return {"m_sub_total": float(masses.sum())}, Subhalos({"point_mass": points})
 
 
 @POPULATIONS.register("deeplense_vortex")
@@ -114,6 +127,8 @@ class DeepLenseVortex(Population):
     half-length ``L = length_scale * 10**(-22 - log10_m_a)`` arcsec. By default the mass sits in
     ``n_elements`` equal point masses at ``linspace(-L, L, n_elements)`` as in the released data;
     option ``closed_form: true`` uses the uniform-line deflection instead (one profile per vortex).
+    Option ``n_vortices`` > 1 adds further vortices of the same mass and length, at random angles,
+    centred uniformly in area within ``spread`` arcsec of (center_x, center_y).
     """
 
     kind = "deeplense_vortex"
@@ -125,8 +140,9 @@ class DeepLenseVortex(Population):
         Param("angle", "rad", -2 * math.pi, 2 * math.pi, None, "position angle of the line"),
         Param("center_x", "arcsec", -10, 10, 0.0, "line centre, x"),
         Param("center_y", "arcsec", -10, 10, 0.0, "line centre, y"),
+        Param("spread", "arcsec", 0, 10, 0.0, "radius within which extra vortices are centred"),
     )
-    options = {"closed_form": False}
+    options = {"closed_form": False, "n_vortices": 1}
     derived = (Column("half_length", "arcsec", "half-length of the vortex line"),)
 
     def validate(self):
@@ -138,12 +154,22 @@ class DeepLenseVortex(Population):
 
     def realise(self, rng, values):
         half = values["length_scale"] * 10 ** (-22 - values["log10_m_a"])
-        cx, cy, angle = values["center_x"], values["center_y"], values["angle"]
+        n_vortices = int(self.settings["n_vortices"])
+        if n_vortices < 1:
+            raise ConfigError(f"{self.where}.options.n_vortices", "need at least one vortex")
+        centers, angles = [(values["center_x"], values["center_y"])], [values["angle"]]
+        for _ in range(n_vortices - 1):
+            r, phi = values["spread"] * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
+            centers.append((values["center_x"] + r * math.cos(phi), values["center_y"] + r * math.sin(phi)))
+            angles.append(rng.uniform(0, 2 * math.pi))
         if self.settings["closed_form"]:
             theta = float(self.context.theta_E(values["mass"]))
-            return {"half_length": half}, Subhalos(segments=np.array([[theta, half, angle, cx, cy]]))
+            rows = [[theta, half, a, cx, cy] for (cx, cy), a in zip(centers, angles)]
+            return {"half_length": half}, Subhalos({"line_segment": np.array(rows)})
         n = int(round(values["n_elements"]))
         t = np.linspace(-half, half, n)
         theta = np.full(n, self.context.theta_E(values["mass"] / n))
-        points = np.stack([cx + t * math.cos(angle), cy + t * math.sin(angle), theta], axis=1)
-        return {"half_length": half}, Subhalos(point_masses=points)
+        points = [
+            np.stack([cx + t * math.cos(a), cy + t * math.sin(a), theta], axis=1) for (cx, cy), a in zip(centers, angles)
+        ]
+        return {"half_length": half}, Subhalos({"point_mass": np.concatenate(points)})

@@ -121,6 +121,7 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
 
     from deeplense import __version__
     from deeplense.sim.simulator import Simulator
+    from deeplense.sim.substructure import PROFILE_COLUMNS
 
     torch.set_num_threads(job.get("threads", 1))
     root, shard_id, start, stop = Path(job["root"]), job["shard_id"], job["start"], job["stop"]
@@ -159,15 +160,16 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
         for k, col in enumerate(columns):
             params[col.name] = table[:, k]
             params[col.name].attrs["unit"] = col.unit
-        for attr, width in (("point_masses", 3), ("segments", 5)):
-            arrays = [getattr(s.subhalos, attr) for s in samples]
-            k = max(len(a) for a in arrays)
+        for profile, names in PROFILE_COLUMNS.items():
+            tables = [s.subhalos.of(profile) for s in samples]
+            k = max(len(t) for t in tables)
             if k == 0:
                 continue
-            padded = np.full((len(arrays), k, width), np.nan, dtype=np.float64)
-            for i, a in enumerate(arrays):
-                padded[i, : len(a)] = a
-            f.create_dataset(f"subhalos/{attr}", data=padded, compression="gzip")
+            padded = np.full((len(tables), k, len(names)), np.nan, dtype=np.float64)
+            for i, t in enumerate(tables):
+                padded[i, : len(t)] = t
+            dset = f.create_dataset(f"subhalos/{profile}", data=padded, compression="gzip")
+            dset.attrs["columns"] = list(names)
         f.attrs.update(shard_id=shard_id, start=start, stop=stop, deeplense_version=__version__)
     os.replace(tmp, final)
     return shard_id, len(indices)
