@@ -54,7 +54,9 @@ def test_wdm_concentration_suppression_equals_pyhalo():
 
 def test_thermal_relic_mass_and_sidm_timescale_equal_pyhalo(pyhalo_cosmo):
     for m_hm in (1e7, 3e8, 1e10):
-        assert H.thermal_relic_mass_kev(m_hm, 0.3, 0.7) == pytest.approx(pyhalo_cosmo.halfmode_to_thermal(m_hm), rel=1e-12)
+        assert H.thermal_relic_mass_kev(m_hm, 0.3, 0.7) == pytest.approx(
+            pyhalo_cosmo.halfmode_to_thermal(m_hm), rel=1e-12
+        )
     for rho_s, r_s, sigma in ((1e7, 1.0, 10.0), (3e8, 0.1, 1.0), (5e6, 3.0, 100.0)):
         ref = pyhalo_cosmo.sidm_collapse_timescale(rho_s, r_s, sigma)
         assert H.sidm_collapse_timescale(rho_s, r_s, sigma) == pytest.approx(ref, rel=1e-12)
@@ -100,7 +102,9 @@ def test_tnfwc_mass_3d_matches_quadrature():
 
     rho0, rs, rc, rt, rmax = 2.0, 1.5, 0.3, 12.0, 20.0
     exact, _ = quad(
-        lambda r: 4 * math.pi * r**2 * rho0 * rs**3 / (math.hypot(r, rc) * (rs**2 + r**2)) * rt**2 / (r**2 + rt**2), 0, rmax
+        lambda r: 4 * math.pi * r**2 * rho0 * rs**3 / (math.hypot(r, rc) * (rs**2 + r**2)) * rt**2 / (r**2 + rt**2),
+        0,
+        rmax,
     )
     assert H.tnfwc_mass_3d(rho0, rs, rc, rt, rmax) == pytest.approx(exact, rel=1e-4)
 

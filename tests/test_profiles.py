@@ -125,7 +125,9 @@ def test_tnfwc_is_continuous_where_core_equals_truncation(rng):
     """lenstronomy shifts r_trunc by 1e-3 at r_core = r_trunc; our series is the exact limit."""
     x, y = _coords(rng)
     args = [_t([[v]], torch.float64) for v in (0.4, 0.1)]
-    ax_eq, _ = F.tnfwc_deflection(_t(x, torch.float64), _t(y, torch.float64), *args, *[_t([[v]], torch.float64) for v in (2.0, 2.0, 0, 0)])
+    ax_eq, _ = F.tnfwc_deflection(
+        _t(x, torch.float64), _t(y, torch.float64), *args, *[_t([[v]], torch.float64) for v in (2.0, 2.0, 0, 0)]
+    )
     ax_near, _ = F.tnfwc_deflection(
         _t(x, torch.float64), _t(y, torch.float64), *args, *[_t([[v]], torch.float64) for v in (2.0, 2.0 + 1e-7, 0, 0)]
     )

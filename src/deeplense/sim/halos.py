@@ -108,7 +108,9 @@ def tnfwc_lensing_alpha(rho0, Rs_mpc, r_core_mpc, r_trunc_mpc, context: LensingC
 def tnfwc_mass_3d(rho0, Rs, r_core, r_trunc, r_max, n: int = 1000):
     """3-D mass (M_sun) of the ``TNFWC`` density inside ``r_max`` (same length unit as the radii),
     by the trapezoid rule on a log grid from 1e-4 Rs, as pyHalo does."""
-    rho0, Rs, r_core, r_trunc, r_max = (np.asarray(v, dtype=float)[..., None] for v in (rho0, Rs, r_core, r_trunc, r_max))
+    rho0, Rs, r_core, r_trunc, r_max = (
+        np.asarray(v, dtype=float)[..., None] for v in (rho0, Rs, r_core, r_trunc, r_max)
+    )
     r = np.logspace(-4, 0, n) * r_max
     rho = rho0 * Rs**3 / (np.sqrt(r**2 + r_core**2) * (Rs**2 + r**2)) * r_trunc**2 / (r**2 + r_trunc**2)
     f = 4 * math.pi * r**2 * rho
@@ -125,7 +127,9 @@ def sidm_collapse_timescale(rho_s_kpc, r_s_kpc, sigma_over_m):
     cm2_per_g = 2.0889e-10  # kpc^2 / M_sun
     kms2_per_kpc = 1.05e-33  # (km/s)^2 / kpc in kpc / s^2
     rho_s_kpc = np.asarray(rho_s_kpc)
-    denom = cm2_per_g * sigma_over_m * rho_s_kpc * np.asarray(r_s_kpc) * np.sqrt(4 * math.pi * G * rho_s_kpc * kms2_per_kpc)
+    denom = (
+        cm2_per_g * sigma_over_m * rho_s_kpc * np.asarray(r_s_kpc) * np.sqrt(4 * math.pi * G * rho_s_kpc * kms2_per_kpc)
+    )
     return 150 / 0.75 / denom * 3.171e-17
 
 
@@ -138,7 +142,13 @@ def yang2023_evolution(t_over_tc):
     t = np.minimum(np.asarray(t_over_tc, dtype=float), 1.6)
 
     def rs_fit(tt):
-        return 1.13293 - 0.518186 * tt + 0.30265 * tt**2 - 0.400463 * tt**3 + (1 - 1.13293) * np.log(0.001 + tt) / np.log(0.001)
+        return (
+            1.13293
+            - 0.518186 * tt
+            + 0.30265 * tt**2
+            - 0.400463 * tt**3
+            + (1 - 1.13293) * np.log(0.001 + tt) / np.log(0.001)
+        )
 
     def rc_fit(tt):
         return 1.06419 * np.sqrt(tt) - 1.33207 * tt + 0.431133 * tt**2 - 0.148087 * tt**3 + 0.024455 * tt**4

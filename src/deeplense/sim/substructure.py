@@ -170,6 +170,7 @@ class DeepLenseVortex(Population):
         t = np.linspace(-half, half, n)
         theta = np.full(n, self.context.theta_E(values["mass"] / n))
         points = [
-            np.stack([cx + t * math.cos(a), cy + t * math.sin(a), theta], axis=1) for (cx, cy), a in zip(centers, angles)
+            np.stack([cx + t * math.cos(a), cy + t * math.sin(a), theta], axis=1)
+            for (cx, cy), a in zip(centers, angles)
         ]
         return {"half_length": half}, Subhalos({"point_mass": np.concatenate(points)})
