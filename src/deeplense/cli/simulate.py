@@ -22,16 +22,35 @@ def presets() -> None:
         typer.echo(f"{name:12s} {description[:100]}")
 
 
+def _class_weights(text: str, class_names: list[str]) -> list[int]:
+    """``lens=1,non_lens=10`` -> weights in class order; every class must be named."""
+    given = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name.strip() not in class_names or not value.strip().isdigit():
+            raise ConfigError("class_weights", f"expected NAME=INTEGER for classes {class_names}, got {item!r}")
+        given[name.strip()] = int(value)
+    missing = [c for c in class_names if c not in given]
+    if missing:
+        raise ConfigError("class_weights", f"no weight for {missing}")
+    return [given[c] for c in class_names]
+
+
 def simulate(
     out: Annotated[Path | None, typer.Option(help="Output data set directory.")] = None,
     preset: Annotated[str | None, typer.Option(help="Named preset, e.g. model_i (see `deeplense presets`).")] = None,
     config: Annotated[Path | None, typer.Option(help="Simulation config YAML (instead of --preset).")] = None,
-    n_per_class: Annotated[int, typer.Option(help="Images per class.")] = 1000,
+    n_per_class: Annotated[
+        int, typer.Option(help="Images per class (per unit of class weight when classes are weighted).")
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Base seed; image i uses SeedSequence([seed, i]).")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     split: Annotated[str, typer.Option(help="Stratified split fractions.")] = "train=0.8,val=0.1,test=0.1",
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786.")] = None,
     shard_size: Annotated[int, typer.Option(help="Images per HDF5 shard.")] = 256,
+    class_weights: Annotated[
+        str | None, typer.Option(help="Images per class per group, e.g. lens=1,non_lens=100 (default: the preset's).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images rendered per call.")] = 64,
     device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
@@ -63,7 +82,15 @@ def simulate(
         raw = load_preset(preset) if preset else load_yaml(config)
         raw = apply_overrides(raw, set_ or [])
         sim = Simulator(raw)
-        plan = DatasetPlan(n_per_class, len(sim.class_names), seed, parse_splits(split), shard_size)
+        weights = _class_weights(class_weights, sim.class_names) if class_weights else sim.class_weights
+        plan = DatasetPlan(
+            n_per_class,
+            len(sim.class_names),
+            seed,
+            parse_splits(split),
+            shard_size,
+            weights if max(weights) > 1 else None,
+        )
     except (ConfigError, KeyError) as exc:
         _fail(str(exc))
     columns = [

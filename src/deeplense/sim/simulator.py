@@ -8,8 +8,14 @@ Config layout (YAML)::
     cosmology: {H0: 70, Om0: 0.3, Ob0: 0.05, distances: luminosity}
     instrument: {size: 150, pixel_scale: 0.05, bands: [{psf: ..., noise: ...}]}
     lens:   [{kind: sie, params: {...}}, {kind: shear, params: {...}}]
-    source: [{kind: sersic, params: {...}}]
+    source: [{kind: sersic, params: {...}}]          # lensed light
+    lens_light: [{kind: sersic, params: {...}}]      # optional, unlensed light in every image
     classes: {no_sub: {kind: none}, cdm: {kind: deeplense_cdm}, ...}
+
+A class node is a substructure population (``kind``, ``params``, ``options``) plus, optionally,
+``weight`` (relative abundance in a data set, default 1), ``lensed_source: false`` (no lensed
+light: a non-lens) and ``variants``, a list of ``{name, weight, light: [...]}`` of which one is
+drawn per image and whose unlensed light is added (e.g. the hard negatives of lens finding).
 """
 
 from __future__ import annotations
@@ -52,7 +58,19 @@ _MASSLESS = {
     "tnfwc": [0.0, 0.0, 1.0, 0.0, 0.1, 10.0],
 }
 
-SIMULATION_KEYS = {"name", "description", "z_lens", "z_source", "cosmology", "instrument", "lens", "source", "classes"}
+SIMULATION_KEYS = {
+    "name",
+    "description",
+    "z_lens",
+    "z_source",
+    "cosmology",
+    "instrument",
+    "lens",
+    "source",
+    "lens_light",
+    "classes",
+}
+_CLASS_KEYS = {"weight", "lensed_source", "variants"}
 _COSMOLOGY_KEYS = {"H0", "Om0", "Ob0", "distances"}
 
 
@@ -65,6 +83,27 @@ class ImageSample:
     params: list[dict[str, float]]  # one dict per component, in Simulator.components order
     population: dict[str, float]
     subhalos: Subhalos = field(default_factory=Subhalos)
+    variant: int = -1  # index into the class's variants, -1 when it has none
+    variant_params: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Variant:
+    """One alternative scene of a class: extra unlensed light components, drawn with ``weight``."""
+
+    name: str
+    weight: float
+    light: list[SourceComponent]
+
+
+@dataclass
+class ClassSpec:
+    """What distinguishes one class: its substructure, abundance, lensed light and variants."""
+
+    population: Population
+    weight: int = 1
+    lensed_source: bool = True
+    variants: list[Variant] = field(default_factory=list)
 
 
 def _build_one(node: Any, where: str, registry, context):
@@ -101,29 +140,71 @@ class Simulator:
         self.instrument = Instrument(config["instrument"], "instrument", self.context)
         self.lenses: list[LensComponent] = _build_list(config["lens"], "lens", LENSES, self.context)
         self.sources: list[SourceComponent] = _build_list(config["source"], "source", SOURCES, self.context)
+        self.lens_light: list[SourceComponent] = (
+            _build_list(config["lens_light"], "lens_light", SOURCES, self.context) if config.get("lens_light") else []
+        )
         classes = config["classes"]
         if not isinstance(classes, dict) or not classes:
             raise ConfigError("classes", "expected a mapping of class name to substructure population")
-        self.populations: dict[str, Population] = {}
-        for cls_name, node in classes.items():
-            node = {"name": "substructure", **(node or {"kind": "none"})}
-            self.populations[str(cls_name)] = _build_one(node, f"classes.{cls_name}", POPULATIONS, self.context)
+        self.class_specs: dict[str, ClassSpec] = {
+            str(name): self._build_class(node or {}, f"classes.{name}") for name, node in classes.items()
+        }
+        self.populations: dict[str, Population] = {k: v.population for k, v in self.class_specs.items()}
         self.class_names = list(self.populations)
         self.dtype, self.device = dtype, torch.device(device)
         names = [c.name for c in self.components]
+        variant_lists = [[c.name for c in v.light] for spec in self.class_specs.values() for v in spec.variants]
+        clash = {n for vl in variant_lists for n in vl} & set(names)
+        if clash or any(len(set(vl)) != len(vl) for vl in variant_lists):
+            raise ConfigError("classes", f"variant light names must be unique and differ from {names}")
         if len(set(names)) != len(names):
             raise ConfigError("lens", f"component names must be unique (set 'name:'), got {names}")
         self._columns = self._collect_columns()
         self._grid: tuple[Tensor, Tensor] | None = None
 
+    def _build_class(self, node: dict[str, Any], where: str) -> ClassSpec:
+        if not isinstance(node, dict):
+            raise ConfigError(where, "expected a mapping")
+        pop_node = {"name": "substructure", "kind": "none", **{k: v for k, v in node.items() if k not in _CLASS_KEYS}}
+        population = _build_one(pop_node, where, POPULATIONS, self.context)
+        weight = node.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            raise ConfigError(f"{where}.weight", f"expected a positive integer, got {weight!r}")
+        lensed = node.get("lensed_source", True)
+        if not isinstance(lensed, bool):
+            raise ConfigError(f"{where}.lensed_source", f"expected true or false, got {lensed!r}")
+        variants = []
+        for i, vnode in enumerate(node.get("variants") or []):
+            vw = f"{where}.variants.{i}"
+            if not isinstance(vnode, dict):
+                raise ConfigError(vw, "expected a mapping with name, weight and light")
+            check_keys(vnode, {"name", "weight", "light"}, vw)
+            vweight = vnode.get("weight", 1.0)
+            if not isinstance(vweight, (int, float)) or vweight <= 0:
+                raise ConfigError(f"{vw}.weight", f"expected a positive number, got {vweight!r}")
+            light = _build_list(vnode["light"], f"{vw}.light", SOURCES, self.context) if vnode.get("light") else []
+            variants.append(Variant(str(vnode.get("name", f"variant{i}")), float(vweight), light))
+        return ClassSpec(population, weight, lensed, variants)
+
     @property
     def components(self) -> list[Component]:
-        """Lenses, sources and per-band noise models: every component sampled for every image."""
-        return [*self.lenses, *self.sources, *(b.noise for b in self.instrument.bands)]
+        """Lenses, sources, lens light and per-band noise: every component sampled for every image."""
+        return [*self.lenses, *self.sources, *self.lens_light, *(b.noise for b in self.instrument.bands)]
+
+    @property
+    def class_weights(self) -> list[int]:
+        """Relative abundance of each class in a data set."""
+        return [spec.weight for spec in self.class_specs.values()]
+
+    def _variant_components(self) -> list[Component]:
+        return [c for spec in self.class_specs.values() for v in spec.variants for c in v.light]
 
     def _collect_columns(self) -> list[Column]:
         columns: dict[str, Column] = {}
-        for comp in [*self.components, *self.populations.values()]:
+        if any(spec.variants for spec in self.class_specs.values()):
+            names = {k: [v.name for v in spec.variants] for k, spec in self.class_specs.items() if spec.variants}
+            columns["scene.variant"] = Column("scene.variant", "", f"index of the drawn variant: {names}")
+        for comp in [*self.components, *self.populations.values(), *self._variant_components()]:
             for col in comp.columns():
                 if col.name in columns and columns[col.name].unit != col.unit:
                     raise ConfigError(
@@ -149,8 +230,23 @@ class Simulator:
             "instrument": self.instrument.to_yaml(),
             "lens": [c.to_yaml() for c in self.lenses],
             "source": [c.to_yaml() for c in self.sources],
-            "classes": {k: p.to_yaml() for k, p in self.populations.items()},
+            **({"lens_light": [c.to_yaml() for c in self.lens_light]} if self.lens_light else {}),
+            "classes": {k: self._class_yaml(spec) for k, spec in self.class_specs.items()},
         }
+
+    @staticmethod
+    def _class_yaml(spec: ClassSpec) -> dict[str, Any]:
+        node = spec.population.to_yaml()
+        node.pop("name", None)
+        if spec.weight != 1:
+            node["weight"] = spec.weight
+        if not spec.lensed_source:
+            node["lensed_source"] = False
+        if spec.variants:
+            node["variants"] = [
+                {"name": v.name, "weight": v.weight, "light": [c.to_yaml() for c in v.light]} for v in spec.variants
+            ]
+        return node
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(self, seed: int, label: int) -> ImageSample:
@@ -162,15 +258,25 @@ class Simulator:
         population = self.populations[self.class_names[label]]
         values = population.sample(rng)
         derived, subhalos = population.realise(rng, values)
-        return ImageSample(seed, label, params, {**values, **derived}, subhalos)
+        sample = ImageSample(seed, label, params, {**values, **derived}, subhalos)
+        variants = self.class_specs[self.class_names[label]].variants
+        if variants:
+            weights = np.array([v.weight for v in variants])
+            sample.variant = int(rng.choice(len(variants), p=weights / weights.sum()))
+            sample.variant_params = [comp.sample(rng) for comp in variants[sample.variant].light]
+        return sample
 
     def metadata_row(self, sample: ImageSample) -> dict[str, float]:
         """One value per column (NaN where the image's class has no such parameter)."""
         row = {c.name: float("nan") for c in self._columns}
         for comp, values in zip(self.components, sample.params):
             row.update({f"{comp.name}.{k}": v for k, v in values.items() if f"{comp.name}.{k}" in row})
-        pop = self.populations[self.class_names[sample.label]]
-        row.update({f"{pop.name}.{k}": v for k, v in sample.population.items()})
+        spec = self.class_specs[self.class_names[sample.label]]
+        row.update({f"{spec.population.name}.{k}": v for k, v in sample.population.items()})
+        if sample.variant >= 0:
+            row["scene.variant"] = float(sample.variant)
+            for comp, values in zip(spec.variants[sample.variant].light, sample.variant_params):
+                row.update({f"{comp.name}.{k}": v for k, v in values.items() if f"{comp.name}.{k}" in row})
         return row
 
     # -- rendering ------------------------------------------------------------------------------
@@ -214,24 +320,44 @@ class Simulator:
         return ax, ay
 
     def render(self, samples: list[ImageSample], *, noise: bool = True) -> Tensor:
-        """Images ``(B, bands, size, size)`` in the instrument's units (see the noise model)."""
+        """Images ``(B, bands, size, size)`` in the instrument's units (see the noise model).
+
+        Each light profile is evaluated once and scaled per band by its colour."""
         inst = self.instrument
         x, y = self._pixel_grid()
-        ax, ay = self.deflection(samples)
-        bx, by = x - ax, y - ay
-        n_lens = len(self.lenses)
-        src_params = [self._component_params(samples, n_lens + j) for j in range(len(self.sources))]
+        n_lens, n_src = len(self.lenses), len(self.sources)
+        specs = [self.class_specs[self.class_names[s.label]] for s in samples]
+        lensed = [i for i, spec in enumerate(specs) if spec.lensed_source]
+        # (component, params, unit profile, batch rows they cover: None for all, else a subset)
+        terms: list[tuple[SourceComponent, dict[str, Tensor], Tensor, Tensor | None]] = []
+        if lensed:
+            ax, ay = self.deflection(samples)
+            bx, by = x - ax, y - ay
+            rows = None if len(lensed) == len(samples) else torch.tensor(lensed, device=self.device)
+            for j, src in enumerate(self.sources):
+                p = self._component_params(samples, n_lens + j)
+                unit = src.profile(bx, by, p)
+                if rows is not None:
+                    p, unit = {k: v[rows] for k, v in p.items()}, unit[rows]
+                terms.append((src, p, unit, rows))
+        for j, comp in enumerate(self.lens_light):
+            p = self._component_params(samples, n_lens + n_src + j)
+            terms.append((comp, p, comp.profile(x, y, p), None))
+        terms.extend(self._variant_terms(samples, specs, x, y))
         keys = torch.tensor([noise_key(s.seed) for s in samples], dtype=torch.int64, device=self.device)
         n_super = inst.size * inst.supersampling
         out = []
         for b, band in enumerate(inst.bands):
-            flux = torch.zeros_like(bx)
-            for src, p in zip(self.sources, src_params):
-                flux = flux + src.brightness(bx, by, p, band.zero_point)
+            flux = torch.zeros(len(samples), x.numel(), dtype=self.dtype, device=self.device)
+            for comp, p, unit, rows in terms:
+                if rows is None:
+                    flux = flux + comp.amplitude(p, band) * unit
+                else:
+                    flux[rows] += comp.amplitude(p, band) * unit
             image = F.bin_pixels(flux.reshape(-1, n_super, n_super), inst.supersampling) * inst.pixel_scale**2
             image = band.convolve(image, inst.pixel_scale)
             if noise:
-                idx = n_lens + len(self.sources) + b
+                idx = n_lens + n_src + len(self.lens_light) + b
                 p = self._component_params(samples, idx)
                 flat = band.noise.apply(
                     image.reshape(len(samples), -1), p, R.stream_key(keys, 100 + b), inst.pixel_scale
@@ -239,6 +365,20 @@ class Simulator:
                 image = flat.reshape(image.shape)
             out.append(image)
         return torch.stack(out, dim=1)
+
+    def _variant_terms(self, samples, specs, x, y):
+        """Unit profiles of each image's drawn variant light, one group per (class, variant)."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, s in enumerate(samples):
+            if s.variant >= 0 and specs[i].variants[s.variant].light:
+                groups.setdefault((s.label, s.variant), []).append(i)
+        terms = []
+        for (_, v), rows in groups.items():
+            for j, comp in enumerate(specs[rows[0]].variants[v].light):
+                values = [samples[i].variant_params[j] for i in rows]
+                p = batch_params(values, list(values[0]), self.dtype, self.device)
+                terms.append((comp, p, comp.profile(x, y, p), torch.tensor(rows, device=self.device)))
+        return terms
 
     def simulate(
         self, seeds: list[int], labels: list[int], *, noise: bool = True

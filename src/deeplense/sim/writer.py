@@ -6,7 +6,8 @@ Layout of a data set directory::
     manifest.json    written last: version, counts per class and split, schema, shard list
     shards/shard-00000.h5 ...
 
-Image ``i`` has label ``i % n_classes`` (so any prefix is balanced) and seed
+Labels repeat a fixed pattern in which class ``c`` appears ``class_weights[c]`` times (one each by
+default: image ``i`` has label ``i % n_classes``), so any prefix keeps the class proportions; seed
 ``SeedSequence([seed, i])``. Each shard holds a contiguous index range and is written under a
 temporary name, then renamed: an interrupted run leaves only complete shards, and running the same
 command again writes the missing ones without losing or duplicating an image.
@@ -71,8 +72,13 @@ class DatasetPlan:
     seed: int
     splits: dict[str, float]
     shard_size: int = 256
+    #: Images of each class per group (lens finding: [1, 10] for 1 lens per 10 non-lenses).
+    class_weights: list[int] | None = None
 
     def __post_init__(self):
+        weights = self.class_weights
+        if weights is not None and (len(weights) != self.n_classes or any(int(w) != w or w < 1 for w in weights)):
+            raise ConfigError("class_weights", f"need {self.n_classes} positive integers, got {weights}")
         if self.n_per_class < 1:
             raise ConfigError("n_per_class", f"need at least 1 image per class, got {self.n_per_class}")
         if self.seed < 0:
@@ -82,16 +88,29 @@ class DatasetPlan:
         parse_splits(self.splits)
 
     @property
+    def label_pattern(self) -> np.ndarray:
+        """Labels of one group of images; the data set repeats it ``n_per_class`` times."""
+        return np.repeat(np.arange(self.n_classes), self.class_weights or [1] * self.n_classes)
+
+    @property
     def n_total(self) -> int:
-        return self.n_per_class * self.n_classes
+        return self.n_per_class * len(self.label_pattern)
+
+    def labels(self, indices: np.ndarray) -> np.ndarray:
+        pattern = self.label_pattern
+        return pattern[np.asarray(indices) % len(pattern)]
+
+    def splits_of(self, indices: np.ndarray) -> np.ndarray:
+        """Split codes: whole groups share a split, so every split keeps the class proportions."""
+        return self.split_codes()[np.asarray(indices) // len(self.label_pattern)]
 
     @property
     def split_names(self) -> list[str]:
         return list(self.splits)
 
     def split_codes(self) -> np.ndarray:
-        """Split code of every within-class position: a seeded permutation cut at exact counts,
-        so each class is split in the same proportions (stratified)."""
+        """Split code of every group: a seeded permutation cut at exact counts, so each class is
+        split in the same proportions (stratified)."""
         n = self.n_per_class
         counts = [int(math.floor(f * n)) for f in self.splits.values()]
         order = np.argsort([-(f * n - c) for f, c in zip(self.splits.values(), counts)], kind="stable")
@@ -127,9 +146,8 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
     root, shard_id, start, stop = Path(job["root"]), job["shard_id"], job["start"], job["stop"]
     plan = DatasetPlan(**job["plan"])
     sim = Simulator(job["config"], dtype=getattr(torch, job["dtype"]), device=job["device"])
-    codes = plan.split_codes()
     indices = np.arange(start, stop)
-    labels = indices % plan.n_classes
+    labels = plan.labels(indices)
     seeds = [image_seed(plan.seed, int(i)) for i in indices]
     final = shard_path(root, shard_id)
     tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
@@ -154,7 +172,7 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
             samples.extend(batch_samples)
         f["index"] = indices.astype(np.int64)
         f["label"] = labels.astype(np.int16)
-        f["split"] = codes[indices // plan.n_classes]
+        f["split"] = plan.splits_of(indices)
         f["seed"] = np.array(seeds, dtype=np.uint64)
         params = f.create_group("params")
         for k, col in enumerate(columns):
