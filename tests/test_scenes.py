@@ -68,12 +68,12 @@ def test_non_lenses_carry_no_lensed_light():
         cls.pop("weight")
     cfg["classes"]["non_lens"]["variants"] = cfg["classes"]["lens"]["variants"]
     sim = Simulator(cfg)
-    images, _ = sim.simulate([5, 5], [0, 1], noise=False)
+    images, _ = sim.simulate([5, 5], [1, 0], noise=False)  # lens, non-lens
     dark = load_preset("lens_finding")
     dark["instrument"]["size"] = 32
     dark["source"][0]["params"]["magnitude"] = {"uniform": [39.9, 40.0]}  # same draws, 1e-7 of the flux
     dark["source"][1]["params"]["magnitude"] = {"uniform": [39.9, 40.0]}
-    dark_image, _ = Simulator(dark).simulate([5], [0], noise=False)
+    dark_image, _ = Simulator(dark).simulate([5], [1], noise=False)
     np.testing.assert_allclose(images[1], dark_image[0], rtol=0, atol=1e-5 * images[1].max())
     assert np.abs(images[0] - images[1]).max() > 0.05 * images[1].max()
 
@@ -81,12 +81,12 @@ def test_non_lenses_carry_no_lensed_light():
 def test_hard_negative_variants_follow_their_weights():
     sim = Simulator(load_preset("lens_finding"))
     spec = sim.class_specs["non_lens"]
-    drawn = np.bincount([sim.sample(s, 1).variant for s in range(3000)], minlength=len(spec.variants))
+    drawn = np.bincount([sim.sample(s, 0).variant for s in range(3000)], minlength=len(spec.variants))
     weights = np.array([v.weight for v in spec.variants])
     expected = 3000 * weights / weights.sum()
     assert np.all(np.abs(drawn - expected) < 4 * np.sqrt(expected))
     assert [v.name for v in spec.variants] == ["elliptical", "spiral", "ring", "merger", "neighbour_pair"]
-    row = sim.metadata_row(sim.sample(1, 1))
+    row = sim.metadata_row(sim.sample(1, 0))
     assert "scene.variant" in row and "tidal_arc.extent" in row
 
 
@@ -112,7 +112,7 @@ def test_simulate_cli_writes_a_weighted_lens_finding_set(tmp_path):
         "--n-per-class",
         "3",
         "--class-weights",
-        "lens=1,non_lens=4",
+        "non_lens=4,lens=1",
         "--split",
         "train=0.34,val=0.33,test=0.33",
         "--set",
@@ -124,9 +124,9 @@ def test_simulate_cli_writes_a_weighted_lens_finding_set(tmp_path):
     assert manifest["counts"]["lens"] == {"train": 1, "val": 1, "test": 1}
     assert manifest["counts"]["non_lens"] == {"train": 4, "val": 4, "test": 4}
     bad = run_cli(
-        "simulate", "--preset", "lens_finding", "--class-weights", "lens=1", "--out", tmp_path / "x", check=False
+        "simulate", "--preset", "lens_finding", "--class-weights", "non_lens=1", "--out", tmp_path / "x", check=False
     )
-    assert bad.returncode != 0 and "non_lens" in bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "'lens'" in bad.stdout + bad.stderr
 
 
 def test_model_iv_renders_three_band_structured_sources():
