@@ -63,10 +63,17 @@ class Component:
         self.settings = {**self.options, **opts}
         self.validate()
 
+    #: Two parameters of which exactly one must be given (e.g. amp or magnitude), or None.
+    alternatives: ClassVar[tuple[str, str] | None] = None
+
     def validate(self) -> None:
-        """Check combinations of parameters; the default requires every declared parameter."""
+        """Check combinations of parameters: exactly one of ``alternatives``, every other declared
+        parameter given (by the config or its default)."""
+        optional = self.alternatives or ()
+        if optional and (optional[0] in self.priors) == (optional[1] in self.priors):
+            raise ConfigError(f"{self.where}.params", f"give exactly one of {optional[0]} or {optional[1]}")
         for param in self.params:
-            if param.name not in self.priors:
+            if param.name not in optional and param.name not in self.priors:
                 raise ConfigError(f"{self.where}.params.{param.name}", "required parameter is missing")
 
     def sample(self, rng: np.random.Generator) -> dict[str, float]:
@@ -91,13 +98,7 @@ class MassOrEinsteinRadius(Component):
     With ``mass`` given, ``theta_E`` follows from the context's cosmology and distance convention.
     """
 
-    def validate(self) -> None:
-        has_theta, has_mass = "theta_E" in self.priors, "mass" in self.priors
-        if has_theta == has_mass:
-            raise ConfigError(f"{self.where}.params", "give exactly one of theta_E or mass")
-        for param in self.params:
-            if param.name not in ("theta_E", "mass") and param.name not in self.priors:
-                raise ConfigError(f"{self.where}.params.{param.name}", "required parameter is missing")
+    alternatives = ("theta_E", "mass")
 
     def columns(self):
         return [Column(f"{self.name}.{p.name}", p.unit, p.doc) for p in self.params]

@@ -57,12 +57,10 @@ class PhysicalCDM(Population):
         Column("m_sub_total", "M_sun", "total M_200c of the rendered subhalos"),
     )
 
+    alternatives = ("f_sub", "n_mean")
+
     def validate(self):
-        if ("f_sub" in self.priors) == ("n_mean" in self.priors):
-            raise ConfigError(f"{self.where}.params", "give exactly one of f_sub or n_mean")
-        for param in self.params:
-            if param.name not in ("f_sub", "n_mean") and param.name not in self.priors:
-                raise ConfigError(f"{self.where}.params.{param.name}", "required parameter is missing")
+        super().validate()
         if self.priors["m_min"].support()[1] >= self.priors["m_max"].support()[0]:
             raise ConfigError(f"{self.where}.params.m_min", "m_min must be below m_max")
         if self.settings["profile"] not in _PROFILES:
@@ -193,7 +191,6 @@ class SelfInteractingDarkMatter(PhysicalCDM):
         r_s, r_core = rs0 * rs_factor, rs0 * rc_factor
         mass_cdm = H.tnfwc_mass_3d(rho0, rs0, _MIN_CORE * rs0, r_trunc, r200)
         rho = np.where(t_ratio > 0, mass_cdm / H.tnfwc_mass_3d(1.0, r_s, r_core, r_trunc, r200), rho0)
-        r_core = np.where(t_ratio > 0, r_core, _MIN_CORE * rs0)
         alpha = H.tnfwc_lensing_alpha(rho, r_s, r_core, r_trunc, ctx)
         to_arcsec = 1 / ctx.mpc_per_arcsec
         table = np.stack([x, y, r_s * to_arcsec, alpha, r_core * to_arcsec, r_trunc * to_arcsec], axis=1)

@@ -91,18 +91,20 @@ def nfw_lensing_angles(rho_s, r_s, context: LensingContext, *, pseudo: bool = Fa
     For the pseudo-NFW, ``alpha_Rs`` is that of the untruncated, coreless ``TNFWC`` profile.
     """
     g1 = math.sqrt(2) * math.log(1 + math.sqrt(2)) + math.log(0.5) if pseudo else _G_NFW_AT_RS
-    d_l = context.mpc_per_arcsec / _ARCSEC
-    alpha = np.asarray(rho_s) * 4 * np.asarray(r_s) ** 2 * g1 / context.sigma_crit / d_l / _ARCSEC
-    return np.asarray(r_s) / context.mpc_per_arcsec, alpha
+    return np.asarray(r_s) / context.mpc_per_arcsec, _alpha_at_rs(rho_s, r_s, g1, context)
 
 
 def tnfwc_lensing_alpha(rho0, Rs_mpc, r_core_mpc, r_trunc_mpc, context: LensingContext):
     """``alpha_Rs`` (arcsec) of lenstronomy ``TNFWC`` for physical density normalisation ``rho0``."""
-    t = (torch.as_tensor(np.asarray(v, dtype=np.float64)) for v in (r_core_mpc, r_trunc_mpc, Rs_mpc))
-    rc, rt, rs = t
+    rc, rt, rs = (torch.as_tensor(np.asarray(v, dtype=np.float64)) for v in (r_core_mpc, r_trunc_mpc, Rs_mpc))
     g1 = F.tnfwc_g(torch.ones_like(rs), rc / rs, rt / rs).numpy()
+    return _alpha_at_rs(rho0, Rs_mpc, g1, context)
+
+
+def _alpha_at_rs(rho, Rs_mpc, g1, context: LensingContext):
+    """Deflection (arcsec) at Rs of a halo whose projected mass inside Rs is 4 pi rho Rs^3 g1."""
     d_l = context.mpc_per_arcsec / _ARCSEC
-    return np.asarray(rho0) * 4 * np.asarray(Rs_mpc) ** 2 * g1 / context.sigma_crit / d_l / _ARCSEC
+    return np.asarray(rho) * 4 * np.asarray(Rs_mpc) ** 2 * g1 / context.sigma_crit / d_l / _ARCSEC
 
 
 def tnfwc_mass_3d(rho0, Rs, r_core, r_trunc, r_max, n: int = 1000):

@@ -56,18 +56,12 @@ class SourceComponent(Component):
     """
 
     options = {"colors": {}}
+    alternatives = ("amp", "magnitude")
 
     def validate(self):
-        if ("amp" in self.priors) == ("magnitude" in self.priors):
-            raise ConfigError(f"{self.where}.params", "give exactly one of amp or magnitude")
-        for param in self.params:
-            if param.name not in ("amp", "magnitude") and param.name not in self.priors:
-                raise ConfigError(f"{self.where}.params.{param.name}", "required parameter is missing")
+        super().validate()
         if self.settings["colors"] and "magnitude" not in self.priors:
             raise ConfigError(f"{self.where}.options.colors", "colours are magnitude offsets: give magnitude")
-
-    def columns(self):
-        return [Column(f"{self.name}.{p.name}", p.unit, p.doc) for p in self.params if p.name in self.priors]
 
     def profile(self, x: Tensor, y: Tensor, p: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
