@@ -1,10 +1,16 @@
 """Simulation throughput: deeplense's batched torch engine against a per-image lenstronomy loop.
 
-Both render the same configurations (model_i lens, source, PSF, substructure) including the same
-noise model; lenstronomy reuses one ImageModel per configuration and rebuilds the lens model per
-image (the subhalos change). One process, one thread each. Prints images/s and the ratio.
+Both render the same images (same lens, source, PSF and subhalo catalogue, drawn once by
+deeplense) including the same noise recipe; lenstronomy rebuilds its lens and image model per
+image, as DeepLenseSim does (the subhalos change). Both are timed on catalogues drawn beforehand;
+the rate at which deeplense draws them is printed apart (draw/s). One process, one thread each,
+with the allocator setting of ``deeplense.runtime`` unless ``--default-malloc``. Prints images/s
+and the ratio for the DeepLense classes of ``model_i`` at each size (``--sizes``) and for the
+physical populations of ``cdm_wdm_sidm`` at 64x64 (``--populations``): truncated NFW (cdm),
+pseudo-NFW truncated (cdm, wdm) and cored TNFWC (sidm) subhalos.
 
-    python benchmarks/sim_throughput.py [--sizes 64 150] [--n 128] [--device cpu|cuda]
+    python benchmarks/sim_throughput.py [--sizes 64 150] [--populations] [--n 128] [--device cpu|cuda]
+        [--default-malloc]
 """
 
 from __future__ import annotations
@@ -22,10 +28,14 @@ from lenstronomy.LensModel.lens_model import LensModel
 from lenstronomy.LightModel.light_model import LightModel
 from lenstronomy.Util import image_util, simulation_util
 
+from deeplense.runtime import keep_freed_memory
 from deeplense.seeding import image_seed
 from deeplense.sim import Simulator, load_preset
+from deeplense.sim.substructure import PROFILE_COLUMNS
 
 CLASSES = {"no_sub": 0, "cdm": 1, "axion": 2}
+#: (row name, cdm_wdm_sidm class, subhalo profile of the cdm class or None for the preset's)
+POPULATIONS = [("cdm tnfw", "cdm", "tnfw"), ("cdm pseudo", "cdm", None), ("wdm", "wdm", None), ("sidm", "sidm", None)]
 
 
 def config_for(size: int, closed_form: bool) -> dict:
@@ -36,63 +46,117 @@ def config_for(size: int, closed_form: bool) -> dict:
     return config
 
 
-def lenstronomy_rate(sim: Simulator, label: int, n: int) -> float:
+LENSTRONOMY_PROFILES = {"point_mass": "POINT_MASS", "nfw": "NFW", "tnfw": "TNFW", "tnfwc": "TNFWC"}
+
+
+def lenstronomy_rate(sim: Simulator, label: int, n: int) -> tuple[float, float]:
+    """Images/s of a per-image lenstronomy loop over the images deeplense draws for ``label``, and
+    the largest difference between the two noiseless renderings of the last image (fraction of its
+    peak), which checks that both render the same scene."""
     inst = sim.instrument
     data = ImageData(**simulation_util.data_configure_simple(inst.size, inst.pixel_scale, 1.0, 0.01))
     psf = PSF(psf_type="GAUSSIAN", fwhm=0.087, truncation=4)
+    names = [c.name for c in sim.components]
     samples = [sim.sample(image_seed(1, i), label) for i in range(n)]
     start = time.perf_counter()
     for s in samples:
-        kinds = ["SIE", "SHEAR"] + ["POINT_MASS"] * len(s.subhalos.of("point_mass"))
-        main = {k: s.params[0][k] for k in ("theta_E", "e1", "e2", "center_x", "center_y")}
-        kwargs = [main, {"gamma1": 0.05, "gamma2": 0.0}]
-        kwargs += [dict(theta_E=t, center_x=x, center_y=y) for x, y, t in s.subhalos.of("point_mass")]
-        src = {k: s.params[2][k] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+        params = dict(zip(names, s.params))
+        kinds = ["SIE", "SHEAR"]
+        kwargs = [
+            {k: params["main_lens"][k] for k in ("theta_E", "e1", "e2", "center_x", "center_y")},
+            dict(params["shear"]) if "shear" in params else {"gamma1": 0.05, "gamma2": 0.0},
+        ]
+        for profile, table in s.subhalos.tables.items():
+            kinds += [LENSTRONOMY_PROFILES[profile]] * len(table)
+            kwargs += [dict(zip(PROFILE_COLUMNS[profile], row)) for row in table]
+        src = {k: params["source"][k] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
         model = ImageModel(
             data, psf, lens_model_class=LensModel(kinds), source_model_class=LightModel(["SERSIC_ELLIPSE"])
         )
         image = model.image(kwargs_lens=kwargs, kwargs_source=[src])
-        t = s.params[3]["exposure_time"]
+        t = params["noise"]["exposure_time"]
         noisy = image + image_util.add_poisson(image, exp_time=t) + image_util.add_background(image, sigma_bkd=0.01)
         np.random.poisson(np.clip(t * noisy, 0, None))
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    ours = sim.render([s], noise=False)[0, 0].double().numpy()
+    return rate, float(np.abs(ours - image).max() / image.max())
+
+
+def population_config(profile: str | None) -> dict:
+    config = load_preset("cdm_wdm_sidm")
+    if profile is not None:
+        config["classes"]["cdm"]["options"]["profile"] = profile
+    return config
 
 
 def deeplense_rate(sim: Simulator, label: int, n: int, batch: int, noise: bool = True) -> float:
-    seeds = [image_seed(1, i) for i in range(n)]
-    sim.simulate(seeds[:batch], [label] * batch, noise=noise)  # warm-up
-    if sim.device.type == "cuda":
-        torch.cuda.synchronize()
+    """Images/s rendered from catalogues drawn beforehand (what the lenstronomy loop is given)."""
+    samples = [sim.sample(image_seed(1, i), label) for i in range(n)]
+    with torch.no_grad():
+        sim.render(samples[:batch], noise=noise)  # warm-up
+        if sim.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for lo in range(0, n, batch):
+            sim.render(samples[lo : lo + batch], noise=noise)
+        if sim.device.type == "cuda":
+            torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+def draw_rate(sim: Simulator, label: int, n: int) -> float:
+    """Images/s at which deeplense draws parameters and subhalo catalogues (numpy, one core)."""
     start = time.perf_counter()
-    for lo in range(0, n, batch):
-        chunk = seeds[lo : lo + batch]
-        sim.simulate(chunk, [label] * len(chunk), noise=noise)
-    if sim.device.type == "cuda":
-        torch.cuda.synchronize()
+    for i in range(n):
+        sim.sample(image_seed(2, i), label)
     return n / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 150])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[64, 150], help="model_i sizes (none: skip)")
     parser.add_argument("--n", type=int, default=128, help="images per configuration")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--populations", action="store_true", help="also the cdm_wdm_sidm populations at 64x64")
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone")
     args = parser.parse_args()
+    tuned = False if args.default_malloc else keep_freed_memory()
     torch.set_num_threads(1)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, device {args.device}")
-    print(f"{'size':>5} {'class':>14} {'lenstronomy/s':>14} {'deeplense/s':>12} {'ratio':>7} {'noiseless/s':>12}")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, device {args.device},"
+        f" allocator tuned: {tuned}"
+    )
+    lenstronomy_rate(Simulator(config_for(64, False)), 1, 4)  # warm-up: lenstronomy's first-call costs
+    print(
+        f"{'size':>5} {'class':>14} {'lenstronomy/s':>14} {'deeplense/s':>12} {'ratio':>7} {'noiseless/s':>12} {'draw/s':>8} {'max diff':>10}"
+    )
     for size in args.sizes:
         for name, label in CLASSES.items():
             variants = [(name, False)] + ([("axion closed", True)] if name == "axion" else [])
             ref_sim = Simulator(config_for(size, False))
             n_ref = max(16, args.n // (4 if name == "axion" else 1))
-            ref = lenstronomy_rate(ref_sim, label, n_ref)
+            ref, diff = lenstronomy_rate(ref_sim, label, n_ref)
             for label_name, closed in variants:
                 sim = Simulator(config_for(size, closed), device=args.device)
-                ours = deeplense_rate(sim, label, args.n, args.batch)
-                noiseless = deeplense_rate(sim, label, args.n, args.batch, noise=False)
-                print(f"{size:>5} {label_name:>14} {ref:>14.0f} {ours:>12.0f} {ours / ref:>6.1f}x {noiseless:>12.0f}")
+                report(size, label_name, ref, diff if not closed else float("nan"), sim, label, args)
+    if args.populations:
+        for row, class_name, profile in POPULATIONS:
+            sim = Simulator(population_config(profile), device=args.device)
+            label = sim.class_names.index(class_name)
+            ref, diff = lenstronomy_rate(Simulator(population_config(profile)), label, max(16, args.n // 4))
+            report(sim.instrument.size, row, ref, diff, sim, label, args)
+
+
+def report(size: int, row: str, ref: float, diff: float, sim: Simulator, label: int, args) -> None:
+    ours = deeplense_rate(sim, label, args.n, args.batch)
+    noiseless = deeplense_rate(sim, label, args.n, args.batch, noise=False)
+    draws = draw_rate(sim, label, args.n)
+    print(
+        f"{size:>5} {row:>14} {ref:>14.0f} {ours:>12.0f} {ours / ref:>6.1f}x {noiseless:>12.0f} {draws:>8.0f}"
+        f" {diff:>10.1e}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -97,16 +97,17 @@ def test_nfw_angles_equal_lenstronomy_and_pyhalo(pyhalo_cosmo):
         assert coreless == pytest.approx(ours[1], rel=1e-5)
 
 
-def test_tnfwc_mass_3d_matches_quadrature():
+@pytest.mark.parametrize(
+    "rho0, rs, rc, rt, rmax", [(2.0, 1.5, 0.3, 12.0, 20.0), (1.0, 0.2, 1e-6, 2.0, 3.0), (1.0, 1.0, 5.0, 1.5, 50.0)]
+)
+def test_tnfwc_mass_3d_matches_quadrature(rho0, rs, rc, rt, rmax):
     from scipy.integrate import quad
 
-    rho0, rs, rc, rt, rmax = 2.0, 1.5, 0.3, 12.0, 20.0
-    exact, _ = quad(
-        lambda r: 4 * math.pi * r**2 * rho0 * rs**3 / (math.hypot(r, rc) * (rs**2 + r**2)) * rt**2 / (r**2 + rt**2),
-        0,
-        rmax,
-    )
-    assert H.tnfwc_mass_3d(rho0, rs, rc, rt, rmax) == pytest.approx(exact, rel=1e-4)
+    def density(r):
+        return rho0 * rs**3 / (math.hypot(r, rc) * (rs**2 + r**2)) * rt**2 / (r**2 + rt**2)
+
+    exact, _ = quad(lambda r: 4 * math.pi * r**2 * density(r), 0, rmax, epsabs=0, epsrel=1e-10, limit=200)
+    assert H.tnfwc_mass_3d(rho0, rs, rc, rt, rmax) == pytest.approx(exact, rel=1e-6)
 
 
 def _population(kind, params, options=None):
@@ -201,6 +202,8 @@ def test_population_config_errors_name_the_key():
         _population("cdm", {"f_sub": 0.1}, {"profile": "burkert"})
     with pytest.raises(ConfigError, match="log10_m_hm"):
         _population("wdm", {"f_sub": 0.1})
+    with pytest.raises(ConfigError, match="x.options.profile: sidm .*pseudo_tnfw"):
+        _population("sidm", {"f_sub": 0.1, "log10_sigma_over_m": 1.0}, {"profile": "tnfw"})
 
 
 @pytest.mark.parametrize("profile", ["point_mass", "nfw", "tnfw", "pseudo_tnfw"])

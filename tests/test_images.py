@@ -73,8 +73,10 @@ def test_float32_image_close_to_float64():
     assert np.abs(a - b).max() <= 1e-4 * a.max()
 
 
-def test_batch_composition_does_not_change_an_image():
-    config = load_preset("model_i")
+@pytest.mark.parametrize("preset", ["model_i", "cdm_wdm_sidm"])
+def test_batch_composition_does_not_change_an_image(preset):
+    """Also with catalogues of different lengths (cdm_wdm_sidm: NFW-like subhalos, WDM thinning)."""
+    config = load_preset(preset)
     config["instrument"]["size"] = 40
     sim = Simulator(config)
     seeds, labels = [11, 12, 13, 14, 15, 16], [0, 1, 2, 1, 2, 0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from deeplense.cli import data, evaluate, simulate, train
+from deeplense.runtime import keep_freed_memory
 
 app = typer.Typer(
     help="Simulate strong-lensing images with dark-matter substructure and learn from them.",
@@ -12,6 +13,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _start() -> None:
+    keep_freed_memory()
+
+
 app.command("simulate")(simulate.simulate)
 app.command("presets")(simulate.presets)
 app.add_typer(data.app, name="data")

@@ -191,7 +191,10 @@ def _tnfwc_u1(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
     b2x2, t2x2 = b**2 + x**2, t**2 + x**2
     s = (t**2 - b**2) / b2x2
     root = torch.sqrt(s.abs().clamp(min=1e-300))
-    h = torch.where(s > 0, torch.asinh(root) / root, torch.asin(root.clamp(max=1.0)) / root)
+    if bool((t > b).all()):  # the sign of s is that of t - b: skip the arcsin branch when unused
+        h = torch.asinh(root) / root
+    else:
+        h = torch.where(s > 0, torch.asinh(root) / root, torch.asin(root.clamp(max=1.0)) / root)
     h = torch.where(s.abs() < 1e-4, 1 - s / 6 + 3 * s**2 / 40, h)
     return h / torch.sqrt(t2x2 * b2x2)
 

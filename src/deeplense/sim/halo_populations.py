@@ -175,9 +175,14 @@ class SelfInteractingDarkMatter(PhysicalCDM):
         Column("median_core", "", "median r_core / r_s0 of the rendered subhalos"),
     )
 
+    options = {"profile": "pseudo_tnfw"}
+
     def validate(self):
         super().validate()
-        self.settings["profile"] = "pseudo_tnfw"
+        if self.settings["profile"] != "pseudo_tnfw":
+            raise ConfigError(
+                f"{self.where}.options.profile", "sidm subhalos are cored pseudo-NFW (TNFWC): only 'pseudo_tnfw'"
+            )
 
     def profiles(self, rng, masses, x, y, conc, values):
         ctx = self.context

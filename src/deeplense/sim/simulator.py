@@ -20,7 +20,7 @@ drawn per image and whose unlensed light is added (e.g. the hard negatives of le
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from deeplense.sim.cosmology import LensingContext
 from deeplense.sim.instruments import Instrument
 from deeplense.sim.lenses import LENSES, LensComponent
 from deeplense.sim.sources import SOURCES, SourceComponent
-from deeplense.sim.substructure import POPULATIONS, Population, Subhalos
+from deeplense.sim.substructure import POPULATIONS, PROFILE_COLUMNS, Population, Subhalos
 
 __all__ = ["Simulator", "ImageSample", "SIMULATION_KEYS"]
 
@@ -48,14 +48,6 @@ _SUBHALO_DEFLECTIONS = {
     "nfw": lambda x, y, r: F.nfw_deflection(x, y, r[2], r[3], r[0], r[1]),
     "tnfw": lambda x, y, r: F.tnfw_deflection(x, y, r[2], r[3], r[4], r[0], r[1]),
     "tnfwc": lambda x, y, r: F.tnfwc_deflection(x, y, r[2], r[3], r[4], r[5], r[0], r[1]),
-}
-#: Padding rows: zero mass, finite geometry, so padded images are bit-identical to unpadded ones.
-_MASSLESS = {
-    "point_mass": [0.0, 0.0, 0.0],
-    "line_segment": [0.0, 1.0, 0.0, 0.0, 0.0],
-    "nfw": [0.0, 0.0, 1.0, 0.0],
-    "tnfw": [0.0, 0.0, 1.0, 0.0, 10.0],
-    "tnfwc": [0.0, 0.0, 1.0, 0.0, 0.1, 10.0],
 }
 
 SIMULATION_KEYS = {
@@ -69,7 +61,11 @@ SIMULATION_KEYS = {
     "source",
     "lens_light",
     "classes",
+    "output",
 }
+#: What an image holds: the observed image, or the observed image minus the noise-free image of the
+#: same scene without subhalos (the residual of a perfect smooth-model fit; an idealisation).
+OUTPUTS = ("image", "smooth_model_residual")
 _CLASS_KEYS = {"weight", "lensed_source", "variants"}
 _COSMOLOGY_KEYS = {"H0", "Om0", "Ob0", "distances"}
 
@@ -137,6 +133,9 @@ class Simulator:
         )
         self.name = str(config.get("name", "custom"))
         self.description = str(config.get("description", ""))
+        self.output = config.get("output", "image")
+        if self.output not in OUTPUTS:
+            raise ConfigError("output", f"expected one of {OUTPUTS}, got {self.output!r}")
         self.instrument = Instrument(config["instrument"], "instrument", self.context)
         self.lenses: list[LensComponent] = _build_list(config["lens"], "lens", LENSES, self.context)
         self.sources: list[SourceComponent] = _build_list(config["source"], "source", SOURCES, self.context)
@@ -232,6 +231,7 @@ class Simulator:
             "source": [c.to_yaml() for c in self.sources],
             **({"lens_light": [c.to_yaml() for c in self.lens_light]} if self.lens_light else {}),
             "classes": {k: self._class_yaml(spec) for k, spec in self.class_specs.items()},
+            "output": self.output,
         }
 
     @staticmethod
@@ -288,14 +288,16 @@ class Simulator:
             )
         return self._grid
 
-    def _padded(self, samples: list[ImageSample], profile: str) -> Tensor:
-        """``(B, K, columns)`` rows of ``profile``, short catalogues padded with massless rows."""
+    def _padded(self, samples: list[ImageSample], profile: str) -> tuple[Tensor, Tensor]:
+        """``(B, K, columns)`` rows of ``profile`` (short catalogues padded with zeros, never
+        evaluated) and the ``(B,)`` number of real rows per image."""
         tables = [s.subhalos.of(profile) for s in samples]
         k = max(len(t) for t in tables)
-        padded = np.tile(_MASSLESS[profile], (len(samples), k, 1))
+        padded = np.zeros((len(samples), k, len(PROFILE_COLUMNS[profile])))
         for i, t in enumerate(tables):
             padded[i, : len(t)] = t
-        return torch.as_tensor(padded, dtype=self.dtype, device=self.device)
+        counts = torch.as_tensor([len(t) for t in tables], device=self.device)
+        return torch.as_tensor(padded, dtype=self.dtype, device=self.device), counts
 
     def _component_params(self, samples: list[ImageSample], idx: int) -> dict[str, Tensor]:
         """``(B, 1)`` tensors of component ``idx``'s sampled parameters."""
@@ -303,8 +305,9 @@ class Simulator:
         return batch_params(rows, list(rows[0]), self.dtype, self.device)
 
     def deflection(self, samples: list[ImageSample]) -> tuple[Tensor, Tensor]:
-        """Total deflection ``(B, N)`` at the (sub-)pixel grid. Subhalos are summed one at a time
-        in a fixed order, so padding shorter catalogues with massless rows changes no bit."""
+        """Total deflection ``(B, N)`` at the (sub-)pixel grid. Subhalos are added one at a time
+        in catalogue order, each only to the images that have it, so an image's deflection does
+        not depend on the batch it is rendered in."""
         x, y = self._pixel_grid()
         ax = torch.zeros(len(samples), x.numel(), dtype=self.dtype, device=self.device)
         ay = torch.zeros_like(ax)
@@ -313,16 +316,33 @@ class Simulator:
             dx, dy = lens.deflection(x, y, p)
             ax, ay = ax + dx, ay + dy
         for profile, deflect in _SUBHALO_DEFLECTIONS.items():
-            rows = self._padded(samples, profile)
+            rows, counts = self._padded(samples, profile)
             for k in range(rows.shape[1]):
-                dx, dy = deflect(x, y, [rows[:, k, j : j + 1] for j in range(rows.shape[2])])
-                ax, ay = ax + dx, ay + dy
+                images = torch.nonzero(counts > k).squeeze(1)
+                dx, dy = deflect(x, y, [rows[images, k, j : j + 1] for j in range(rows.shape[2])])
+                ax.index_add_(0, images, dx)
+                ay.index_add_(0, images, dy)
         return ax, ay
 
     def render(self, samples: list[ImageSample], *, noise: bool = True) -> Tensor:
         """Images ``(B, bands, size, size)`` in the instrument's units (see the noise model).
 
-        Each light profile is evaluated once and scaled per band by its colour."""
+        With ``output: smooth_model_residual``, the noise-free image of each scene without its
+        subhalos (in the same units) is subtracted."""
+        images = self._render(samples, noise)
+        if self.output == "smooth_model_residual":
+            smooth = self._render([replace(s, subhalos=Subhalos()) for s in samples], noise=False)
+            if noise:
+                first = len(self.lenses) + len(self.sources) + len(self.lens_light)
+                for b, band in enumerate(self.instrument.bands):
+                    p = self._component_params(samples, first + b)
+                    expected = band.noise.expected(smooth[:, b].reshape(len(samples), -1), p)
+                    smooth[:, b] = expected.reshape(smooth[:, b].shape)
+            images = images - smooth
+        return images
+
+    def _render(self, samples: list[ImageSample], noise: bool) -> Tensor:
+        """Each light profile is evaluated once and scaled per band by its colour."""
         inst = self.instrument
         x, y = self._pixel_grid()
         n_lens, n_src = len(self.lenses), len(self.sources)

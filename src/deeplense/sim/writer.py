@@ -139,9 +139,11 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
     import torch
 
     from deeplense import __version__
+    from deeplense.runtime import keep_freed_memory
     from deeplense.sim.simulator import Simulator
     from deeplense.sim.substructure import PROFILE_COLUMNS
 
+    keep_freed_memory()
     torch.set_num_threads(job.get("threads", 1))
     root, shard_id, start, stop = Path(job["root"]), job["shard_id"], job["start"], job["stop"]
     plan = DatasetPlan(**job["plan"])
