@@ -304,6 +304,10 @@ class Simulator:
         rows = [s.params[idx] for s in samples]
         return batch_params(rows, list(rows[0]), self.dtype, self.device)
 
+    def _noise_params(self, samples: list[ImageSample], band: int) -> dict[str, Tensor]:
+        """``(B, 1)`` tensors of the noise parameters of band number ``band``."""
+        return self._component_params(samples, len(self.lenses) + len(self.sources) + len(self.lens_light) + band)
+
     def deflection(self, samples: list[ImageSample]) -> tuple[Tensor, Tensor]:
         """Total deflection ``(B, N)`` at the (sub-)pixel grid. Subhalos are added one at a time
         in catalogue order, each only to the images that have it, so an image's deflection does
@@ -333,9 +337,8 @@ class Simulator:
         if self.output == "smooth_model_residual":
             smooth = self._render([replace(s, subhalos=Subhalos()) for s in samples], noise=False)
             if noise:
-                first = len(self.lenses) + len(self.sources) + len(self.lens_light)
                 for b, band in enumerate(self.instrument.bands):
-                    p = self._component_params(samples, first + b)
+                    p = self._noise_params(samples, b)
                     expected = band.noise.expected(smooth[:, b].reshape(len(samples), -1), p)
                     smooth[:, b] = expected.reshape(smooth[:, b].shape)
             images = images - smooth
@@ -377,8 +380,7 @@ class Simulator:
             image = F.bin_pixels(flux.reshape(-1, n_super, n_super), inst.supersampling) * inst.pixel_scale**2
             image = band.convolve(image, inst.pixel_scale)
             if noise:
-                idx = n_lens + n_src + len(self.lens_light) + b
-                p = self._component_params(samples, idx)
+                p = self._noise_params(samples, b)
                 flat = band.noise.apply(
                     image.reshape(len(samples), -1), p, R.stream_key(keys, 100 + b), inst.pixel_scale
                 )
