@@ -9,6 +9,7 @@ import torch
 
 from conftest import run_cli
 from deeplense.config import ConfigError
+from deeplense.data.readers import open_dataset
 from deeplense.sim.presets import load_preset
 from deeplense.sim.simulator import Simulator
 from deeplense.sim.writer import DatasetPlan
@@ -99,8 +100,23 @@ def test_weighted_plan_keeps_class_ratio_in_every_split():
         lab = labels[splits == code]
         assert (lab == 1).sum() == 10 * (lab == 0).sum() > 0
     assert np.bincount(labels[:110]).tolist() == [10, 100]  # any whole prefix of groups keeps the ratio
-    with pytest.raises(ConfigError, match="class_weights"):
-        DatasetPlan(10, 2, 0, {"train": 1.0}, class_weights=[1, 0])
+    for bad in ([0, 0], [1, -1], [1], [1.5, 1]):
+        with pytest.raises(ConfigError, match="class_weights"):
+            DatasetPlan(10, 2, 0, {"train": 1.0}, class_weights=bad)
+
+
+def test_zero_class_weight_leaves_the_class_out_but_keeps_the_vocabulary(tmp_path):
+    out = tmp_path / "axion_only"
+    run_cli(
+        "simulate", "--preset", "model_i", "--n-per-class", "4", "--class-weights", "no_sub=0,cdm=0,axion=1",
+        "--set", "instrument.size=24", "--split", "train=0.5,test=0.5", "--out", str(out),
+    )  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["class_names"] == ["no_sub", "cdm", "axion"]
+    assert manifest["counts"]["axion"] == {"train": 2, "test": 2}
+    assert manifest["counts"]["cdm"] == {"train": 0, "test": 0}
+    ds = open_dataset(out)
+    assert len(ds) == 4 and set(ds.metadata["class_name"]) == {"axion"}
 
 
 def test_simulate_cli_writes_a_weighted_lens_finding_set(tmp_path):

@@ -51,6 +51,9 @@ def inspect(
     for c in summary["classes"]:
         p = c.get("pixels", {})
         splits = ", ".join(f"{k} {v}" for k, v in c["splits"].items())
+        if not c["count"]:
+            typer.echo(f"  {c['name']:>10s} ({c['original']}): 0 images")
+            continue
         typer.echo(
             f"  {c['name']:>10s} ({c['original']}): {c['count']} images [{splits}]  "
             f"mean {p.get('mean', float('nan')):.4g} std {p.get('std', float('nan')):.4g} "

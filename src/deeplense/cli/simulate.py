@@ -49,7 +49,10 @@ def simulate(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786.")] = None,
     shard_size: Annotated[int, typer.Option(help="Images per HDF5 shard.")] = 256,
     class_weights: Annotated[
-        str | None, typer.Option(help="Images per class per group, e.g. lens=1,non_lens=100 (default: the preset's).")
+        str | None,
+        typer.Option(
+            help="Images per class per group, e.g. lens=1,non_lens=100; 0 leaves a class out (default: the preset's)."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images rendered per call.")] = 64,
     device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
@@ -89,7 +92,7 @@ def simulate(
             seed,
             parse_splits(split),
             shard_size,
-            weights if max(weights) > 1 else None,
+            weights if any(w != 1 for w in weights) else None,
         )
     except (ConfigError, KeyError) as exc:
         _fail(str(exc))

@@ -72,13 +72,18 @@ class DatasetPlan:
     seed: int
     splits: dict[str, float]
     shard_size: int = 256
-    #: Images of each class per group (lens finding: [1, 10] for 1 lens per 10 non-lenses).
+    #: Images of each class per group (lens finding: [1, 10] for 1 lens per 10 non-lenses; a zero
+    #: leaves a class out while keeping the label vocabulary).
     class_weights: list[int] | None = None
 
     def __post_init__(self):
         weights = self.class_weights
-        if weights is not None and (len(weights) != self.n_classes or any(int(w) != w or w < 1 for w in weights)):
-            raise ConfigError("class_weights", f"need {self.n_classes} positive integers, got {weights}")
+        if weights is not None and (
+            len(weights) != self.n_classes or any(int(w) != w or w < 0 for w in weights) or sum(weights) < 1
+        ):
+            raise ConfigError(
+                "class_weights", f"need {self.n_classes} non-negative integers, not all zero, got {weights}"
+            )
         if self.n_per_class < 1:
             raise ConfigError("n_per_class", f"need at least 1 image per class, got {self.n_per_class}")
         if self.seed < 0:
