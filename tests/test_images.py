@@ -115,6 +115,18 @@ def test_poisson_sampler_matches_the_poisson_law(lam):
     assert stats.chi2.sf(chi2, len(observed) - 1) > 1e-3
 
 
+def test_poisson_variate_depends_only_on_key_column_and_mean():
+    """Each regime runs on its own elements only (and the inversion drops finished ones as it goes):
+    a mixed array must give every element the variate it gets in an array of its own mean."""
+    keys = torch.arange(30, dtype=torch.int64) * 7919 + 3
+    regime = torch.rand(30, 400, generator=torch.Generator().manual_seed(0))
+    lam = torch.where(regime < 0.3, 0.0, torch.where(regime < 0.7, 6.5, 48.0)).double()
+    mixed = R.poisson(keys, lam)
+    for value in (0.0, 6.5, 48.0):
+        alone = R.poisson(keys, torch.full_like(lam, value))
+        assert torch.equal(mixed[lam == value], alone[lam == value])
+
+
 def test_normal_sampler_is_standard_normal():
     z = R.normal(torch.arange(50, dtype=torch.int64) + 99, 2000, dtype=torch.float64).numpy().ravel()
     assert stats.kstest(z, "norm").pvalue > 1e-3

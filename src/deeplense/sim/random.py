@@ -35,83 +35,109 @@ def _shift_right(z: Tensor, n: int) -> Tensor:
     return (z >> n) & ((1 << (64 - n)) - 1)
 
 
+def _mix64_(z: Tensor) -> Tensor:
+    """SplitMix64 finaliser applied in place to a freshly made int64 tensor (one scratch buffer:
+    the out-of-place version spends most of its time allocating)."""
+    scratch = torch.empty_like(z)
+    for shift, multiplier in ((30, _M1), (27, _M2), (31, None)):
+        torch.bitwise_right_shift(z, shift, out=scratch)
+        scratch &= (1 << (64 - shift)) - 1
+        z ^= scratch
+        if multiplier is not None:
+            z *= multiplier
+    return z
+
+
 def mix64(z: Tensor) -> Tensor:
     """SplitMix64 finaliser on int64 tensors (wrapping arithmetic)."""
-    z = (z ^ _shift_right(z, 30)) * _M1
-    z = (z ^ _shift_right(z, 27)) * _M2
-    return z ^ _shift_right(z, 31)
+    return _mix64_(z.clone())
 
 
 def stream_key(keys: Tensor, stream: int) -> Tensor:
     """Independent key for stream number ``stream`` of each image key (int64 tensor)."""
-    return mix64(keys + _to_signed(((stream + 1) * _STREAM) % (1 << 64)))
+    return _mix64_(keys + _to_signed(((stream + 1) * _STREAM) % (1 << 64)))
+
+
+def _top_bits_as(bits: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    """The top ``n`` bits of 64-bit patterns as ``(top + 0.5) * 2**-n`` in ``dtype``: the open
+    interval (0, 1). Overwrites ``bits``."""
+    bits >>= 64 - n
+    bits &= (1 << n) - 1
+    return bits.to(dtype).add_(0.5).mul_(2.0**-n)
 
 
 def _open_unit53(bits: Tensor) -> Tensor:
     """Top 53 bits of 64-bit patterns as float64 in the open interval (0, 1)."""
-    return (_shift_right(bits, 11).to(torch.float64) + 0.5) * 2.0**-53
+    return _top_bits_as(bits.clone(), 53, torch.float64)
 
 
 def _bits(keys: Tensor, n: int, offset: int = 0) -> Tensor:
     counters = torch.arange(offset + 1, offset + n + 1, dtype=torch.int64, device=keys.device)
-    return mix64(keys.reshape(-1, 1) + counters * _GOLDEN)
+    counters *= _GOLDEN
+    return _mix64_(keys.reshape(-1, 1) + counters)
 
 
 def uniform(keys: Tensor, n: int, *, offset: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
     """``(len(keys), n)`` uniform variates in the open interval (0, 1)."""
-    mantissa = 23 if dtype == torch.float32 else 52
-    top = _shift_right(_bits(keys, n, offset), 64 - mantissa)
-    return (top.to(dtype) + 0.5) * (2.0**-mantissa)
+    return _top_bits_as(_bits(keys, n, offset), 23 if dtype == torch.float32 else 52, dtype)
+
+
+def _uniform53(keys: Tensor, counters: Tensor) -> Tensor:
+    """float64 uniforms in (0, 1) from the top 53 bits at ``counters`` of the matching ``keys``."""
+    return _top_bits_as(_mix64_(keys + counters * _GOLDEN), 53, torch.float64)
 
 
 def normal(keys: Tensor, n: int, *, dtype: torch.dtype = torch.float32) -> Tensor:
     """``(len(keys), n)`` standard normal variates (Box-Muller)."""
     u = uniform(keys, 2 * n, dtype=torch.float64)
-    radius = torch.sqrt(-2.0 * torch.log(u[:, :n]))
-    return (radius * torch.cos(2 * math.pi * u[:, n:])).to(dtype)
+    radius = u[:, :n].log().mul_(-2.0).sqrt_()
+    return radius.mul_((2 * math.pi * u[:, n:]).cos_()).to(dtype)
 
 
 def poisson(keys: Tensor, lam: Tensor) -> Tensor:
     """Poisson variates with means ``lam`` of shape ``(len(keys), n)``, returned as float64.
 
-    Negative or NaN means are an error; zero means give zero.
+    Negative or NaN means are an error; zero means give zero. Each regime (inversion below 10,
+    PTRS above) runs only on the elements that belong to it.
     """
     if not torch.isfinite(lam).all() or (lam < 0).any():
         raise ValueError("poisson: means must be finite and >= 0")
-    lam = lam.to(torch.float64)
-    out = torch.zeros_like(lam)
-    small = (lam > 0) & (lam < 10)
-    if small.any():
-        out = torch.where(small, _poisson_inversion(stream_key(keys, 0), lam, small), out)
-    large = lam >= 10
-    if large.any():
-        out = torch.where(large, _poisson_ptrs(stream_key(keys, 1), lam.clamp(min=10)), out)
-    return out
-
-
-def _poisson_inversion(keys: Tensor, lam: Tensor, where: Tensor) -> Tensor:
-    """Sequential CDF search for the elements selected by the mask ``where`` (means below 10)."""
     batch, n = lam.shape
-    idx = torch.nonzero(where.reshape(-1), as_tuple=True)[0]
-    rows = torch.div(idx, n, rounding_mode="floor")
-    cols = idx - rows * n
-    counters = cols + 1
-    bits = mix64(keys[rows] + counters * _GOLDEN)
-    u = _open_unit53(bits)
-    mean = lam.reshape(-1)[idx]
+    flat = lam.reshape(-1).to(torch.float64)
+    out = torch.zeros(batch * n, dtype=torch.float64, device=lam.device)
+    large = flat >= 10
+    for stream, idx, sampler in (
+        (0, torch.nonzero((flat > 0) & ~large, as_tuple=True)[0], _poisson_inversion),
+        (1, torch.nonzero(large, as_tuple=True)[0], _poisson_ptrs),
+    ):
+        if idx.numel():
+            rows = torch.div(idx, n, rounding_mode="floor")
+            out[idx] = sampler(stream_key(keys, stream)[rows], idx - rows * n, n, flat[idx])
+    return out.reshape(batch, n)
+
+
+def _poisson_inversion(key: Tensor, col: Tensor, n: int, mean: Tensor) -> Tensor:
+    """Sequential CDF search for means below 10; element ``col`` of a row uses counter ``col + 1``
+    of the row's key. Finished elements are dropped from the search every few steps."""
+    u = _uniform53(key, col + 1)
     p = torch.exp(-mean)
     cdf = p.clone()
     k = torch.zeros_like(mean)
+    out = torch.zeros_like(mean)
+    active = torch.arange(len(mean), device=mean.device)  # positions in ``out`` of the rows searched
     for step in range(1, 200):
         above = u > cdf
-        if not above.any():
-            break
+        if step % 4 == 0:
+            keep = torch.nonzero(above, as_tuple=True)[0]
+            if keep.numel() == 0:
+                break
+            out[active] = k
+            active, u, p, cdf, k, mean, above = (t[keep] for t in (active, u, p, cdf, k, mean, above))
         k += above
-        p = p * mean / step
-        cdf = cdf + p
-    out = torch.zeros(batch * n, dtype=torch.float64, device=lam.device)
-    out[idx] = k
-    return out.reshape(batch, n)
+        p.mul_(mean).div_(step)
+        cdf += p
+    out[active] = k
+    return out
 
 
 def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,8 +145,8 @@ def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor) -
     (candidate, accepted). Attempt ``t`` of column ``col`` uses counters ``2 (t n + col) + 1``
     and ``+ 1`` of the row's key. The expensive log test runs only where the quick test fails."""
     counter = 2 * (attempt * n + col) + 1
-    U = _open_unit53(mix64(key + counter * _GOLDEN)) - 0.5
-    V = _open_unit53(mix64(key + (counter + 1) * _GOLDEN))
+    U = _uniform53(key, counter) - 0.5
+    V = _uniform53(key, counter + 1)
     b = 0.931 + 2.53 * torch.sqrt(lam)
     a = -0.059 + 0.02483 * b
     us = 0.5 - U.abs()
@@ -136,19 +162,15 @@ def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor) -
     return k, accepted
 
 
-def _poisson_ptrs(keys: Tensor, lam: Tensor) -> Tensor:
-    """PTRS for means >= 10 on ``(B, n)`` means; retries only where a proposal was rejected."""
-    batch, n = lam.shape
-    flat_lam = lam.reshape(-1)
-    flat_key = keys.reshape(-1, 1).expand(batch, n).reshape(-1)
-    flat_col = torch.arange(n, dtype=torch.int64, device=lam.device).repeat(batch)
-    k, accepted = _ptrs_attempt(flat_key, flat_col, 0, n, flat_lam)
+def _poisson_ptrs(key: Tensor, col: Tensor, n: int, lam: Tensor) -> Tensor:
+    """PTRS for means >= 10; retries only where a proposal was rejected."""
+    k, accepted = _ptrs_attempt(key, col, 0, n, lam)
     result = torch.where(accepted, k, torch.full_like(k, float("nan")))
     todo = torch.nonzero(~accepted, as_tuple=True)[0]
     for attempt in range(1, 64):
         if todo.numel() == 0:
-            return result.reshape(batch, n)
-        k, ok = _ptrs_attempt(flat_key[todo], flat_col[todo], attempt, n, flat_lam[todo])
+            return result
+        k, ok = _ptrs_attempt(key[todo], col[todo], attempt, n, lam[todo])
         result[todo[ok]] = k[ok]
         todo = todo[~ok]
     raise RuntimeError("poisson: PTRS did not converge")  # probability below 1e-60
