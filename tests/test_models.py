@@ -53,6 +53,16 @@ def test_small_cnn_is_not_invariant_so_the_test_above_can_fail():
         assert not torch.allclose(net(dihedral(x, 1)), net(x), atol=1e-5)
 
 
+def test_small_cnn_depth_stacks_convolutions_per_block():
+    from deeplense.models.small_cnn import SmallCNN
+
+    shallow, deep = SmallCNN(widths=(8, 16)), SmallCNN(widths=(8, 16), depth=3)
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) for net in (shallow, deep)]
+    assert convs == [2, 6] and deep(torch.randn(2, 1, 16, 16)).shape == (2, 16)
+    with pytest.raises(ValueError, match="depth"):
+        SmallCNN(depth=0)
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs", "bands", "size"),
     [

@@ -37,6 +37,18 @@ def test_random_dihedral_draws_all_elements_uniformly():
     assert torch.equal(build_pipeline(["dihedral"])(x[:3]), x[:3])  # eval mode: no augmentation
 
 
+def test_d2_dihedral_keeps_an_axis_aligned_lens_and_draws_its_four_elements():
+    torch.manual_seed(1)
+    x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(2000, 1, 1, 1)
+    out = build_pipeline([{"name": "dihedral", "group": "d2"}]).train()(x)
+    variants = {tuple(dihedral(x[:1], e).flatten().tolist()): e for e in range(8)}
+    drawn = np.bincount([variants[tuple(o.flatten().tolist())] for o in out], minlength=8)
+    assert drawn[[1, 3, 5, 7]].sum() == 0  # no quarter turns (they would flip e1 and gamma1)
+    assert stats.chisquare(drawn[[0, 2, 4, 6]]).pvalue > 1e-3
+    with pytest.raises(ConfigError, match="group"):
+        build_pipeline([{"name": "dihedral", "group": "c4"}])
+
+
 def test_stretches_crops_and_binning():
     x = torch.rand(4, 2, 12, 12) * 50 - 5
     y = build_pipeline(["minmax"])(x)

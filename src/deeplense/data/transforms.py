@@ -51,13 +51,24 @@ class Transform:
 
 @TRANSFORMS.register("dihedral")
 class RandomDihedral(Transform):
-    """Exact D4 augmentation: each image gets one of the 8 rotations/reflections, uniformly
-    (non-square images: the 4 elements that keep the shape)."""
+    """Exact dihedral augmentation: each image gets one element of the group, uniformly.
+
+    ``group: d4`` (default) uses the 8 rotations/reflections; ``group: d2`` only the identity, the
+    half turn and the two mirrors, which is the exact symmetry of a lens whose ellipticity and shear
+    are aligned with the pixel axes (``model_i``: e1 and gamma1 only), where a quarter turn would
+    flip their sign and make images the data set never holds. Non-square images always use d2.
+    """
 
     augment = True
 
+    def __init__(self, group: str = "d4"):
+        if group not in ("d4", "d2"):
+            raise ConfigError("group", f"must be d4 or d2, got {group!r}")
+        self.group = group
+
     def __call__(self, x, generator=None):
-        allowed = np.arange(8) if x.shape[-1] == x.shape[-2] else np.array([0, 2, 4, 6])
+        square = x.shape[-1] == x.shape[-2]
+        allowed = np.arange(8) if self.group == "d4" and square else np.array([0, 2, 4, 6])
         choice = allowed[torch.randint(0, len(allowed), (x.shape[0],), generator=generator).numpy()]
         if x.device.type != "cpu" or x.requires_grad:
             out = torch.empty_like(x)

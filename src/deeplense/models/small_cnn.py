@@ -8,24 +8,34 @@ __all__ = ["SmallCNN"]
 
 
 class SmallCNN(nn.Module):
-    """Conv(3x3)-BN-ReLU blocks with 2x2 max pooling between them, then global average pooling.
+    """Blocks of ``depth`` Conv(3x3)-BN-ReLU layers with 2x2 max pooling between blocks, then global
+    average pooling.
 
     ``widths`` are the channels of the blocks; ``num_features`` is the last one.
     """
 
-    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.0):
+    def __init__(
+        self,
+        in_chans: int = 1,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        dropout: float = 0.0,
+        depth: int = 1,
+    ):
         super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
         layers: list[nn.Module] = []
         channels = in_chans
         for i, width in enumerate(widths):
-            layers += [
-                nn.Conv2d(channels, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-            ]
+            for _ in range(depth):
+                layers += [
+                    nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = width
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
-            channels = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.num_features = channels
