@@ -75,6 +75,36 @@ def test_evaluate_regression_reports_coverage_and_figures(tiny_runs, tmp_path):
     assert (tmp_path / "reg" / "residuals_substructure_log10_m_a.pdf").exists()
 
 
+@pytest.mark.parametrize(("run_name", "group", "elements"), [("cls", "d4", range(8)), ("reg", "d2", (0, 2, 4, 6))])
+def test_test_time_augmentation_is_the_mixture_of_the_transformed_images(tiny_runs, run_name, group, elements):
+    import torch
+
+    from deeplense.data.transforms import dihedral
+    from deeplense.train.checkpoint import load_model
+
+    model = load_model(tiny_runs[run_name])
+    source = open_dataset(model.contract["data"]["path"], split="test")
+    images = torch.as_tensor(source.images(np.arange(len(source))))
+    views = [model.predict(dihedral(images, e).numpy()) for e in elements]  # minmax commutes with them
+    averaged = model.predict(images.numpy(), tta=group)
+    if run_name == "cls":
+        expected = np.mean([v["probs"] for v in views], axis=0)
+        assert np.allclose(averaged["probs"], expected, atol=1e-6)
+        assert not np.allclose(averaged["probs"], views[0]["probs"], atol=1e-4)  # the small CNN is not invariant
+    else:
+        means, sigmas = np.array([v["mean"] for v in views]), np.array([v["sigma"] for v in views])
+        assert np.allclose(averaged["mean"], means.mean(0), atol=1e-5)
+        assert np.allclose(averaged["sigma"] ** 2, (sigmas**2).mean(0) + means.var(0), rtol=1e-4)
+    with pytest.raises(ValueError, match="tta"):
+        model.predict(images.numpy(), tta="c8")
+
+
+def test_evaluate_cli_with_test_time_augmentation(tiny_runs, tmp_path):
+    result = run("evaluate", tiny_runs["reg"], "--out", tmp_path / "tta", "--tta", "d4")
+    assert "MAE" in result.stdout
+    assert json.loads((tmp_path / "tta" / "metrics.json").read_text())["test_time_augmentation"] == "d4"
+
+
 def test_evaluate_rejects_data_the_model_cannot_score(tiny_runs, tmp_path):
     folder = tmp_path / "wdm"
     folder.mkdir()

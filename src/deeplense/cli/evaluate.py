@@ -21,6 +21,10 @@ def evaluate(
         str | None, typer.Option(help="Stored split to evaluate (default: test where there is one).")
     ] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC intervals.")] = 1000,
+    tta: Annotated[
+        str | None,
+        typer.Option(help="Test-time augmentation: average predictions over the d2 or d4 transforms of each image."),
+    ] = None,
 ) -> None:
     """Metrics (with bootstrap intervals), figures (PNG+PDF) and an HTML report."""
     from deeplense.config import ConfigError
@@ -30,7 +34,7 @@ def evaluate(
 
     quiet_lightning()
     try:
-        result = evaluate_run(run, data=data, out=out, split=split, n_boot=bootstrap)
+        result = evaluate_run(run, data=data, out=out, split=split, n_boot=bootstrap, tta=tta)
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
     m = result["metrics"]

@@ -68,8 +68,12 @@ def evaluate_run(
     out: str | Path | None = None,
     split: str | None = None,
     n_boot: int = 1000,
+    tta: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run (directory or checkpoint); writes metrics.json, figures and report.html."""
+    """Evaluate a run (directory or checkpoint); writes metrics.json, figures and report.html.
+
+    ``tta``: average the predictions over the d2 or d4 transforms of each image (see
+    :meth:`LoadedModel.predict`)."""
     from deeplense.evaluate import plots
     from deeplense.evaluate.metrics import classification_metrics, regression_metrics
     from deeplense.evaluate.report import write_html_report
@@ -80,7 +84,7 @@ def evaluate_run(
     out = Path(out) if out is not None else run_dir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     got = evaluation_data(model, run_dir, data, split)
-    pred = model.predict(got["images"])
+    pred = model.predict(got["images"], tta=tta)
     contract = model.contract
     figures: list[Path] = []
     if contract["task"] == "classification":
@@ -110,6 +114,7 @@ def evaluate_run(
                 pred["sigma"][:, t],
             )
     metrics["data"] = got["provenance"]
+    metrics["test_time_augmentation"] = tta or "none"
     metrics["checkpoint"] = str(model.path)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     table.to_csv(out / "predictions.csv", index=False)

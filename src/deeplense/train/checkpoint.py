@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeplense.data.transforms import Pipeline, build_pipeline
+from deeplense.data.transforms import Pipeline, build_pipeline, dihedral
 
 __all__ = ["load_model", "resolve_checkpoint", "run_dir_of", "LoadedModel"]
 
@@ -39,15 +39,42 @@ class LoadedModel:
         self.module, self.contract, self.pipeline, self.path = module, contract, pipeline, path
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
-        """Raw images ``(N, C, H, W)`` -> probabilities, or mean and sigma in target units."""
+    def predict(
+        self, images: np.ndarray | torch.Tensor, batch_size: int = 256, tta: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """Raw images ``(N, C, H, W)`` -> probabilities, or mean and sigma in target units.
+
+        ``tta="d2"`` or ``"d4"`` averages the predictions over the images' transforms by that group
+        (after the evaluation transforms): probabilities are averaged; for regression the mean is
+        the average and the variance that of the equal-weight mixture (mean variance plus the
+        variance of the means).
+        """
+        elements = _TTA_ELEMENTS.get(tta)
+        if elements is None:
+            raise ValueError(f"tta must be one of {sorted(k for k in _TTA_ELEMENTS if k)} or None, got {tta!r}")
         device = next(self.module.parameters()).device
         out: dict[str, list] = {}
         for lo in range(0, len(images), batch_size):
             x = self.pipeline(torch.as_tensor(np.asarray(images[lo : lo + batch_size]), dtype=torch.float32))
-            for k, v in self.module.predict_batch(x.to(device)).items():
+            views = [self.module.predict_batch(dihedral(x, e).to(device)) for e in elements]
+            for k, v in _combine(views).items():
                 out.setdefault(k, []).append(v.cpu().numpy())
         return {k: np.concatenate(v) for k, v in out.items()}
+
+
+#: Dihedral elements (see :func:`deeplense.data.transforms.dihedral`) averaged by test-time augmentation.
+_TTA_ELEMENTS = {None: [0], "d2": [0, 2, 4, 6], "d4": list(range(8))}
+
+
+def _combine(views: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Equal-weight mixture of the predictions of several views of the same images."""
+    if len(views) == 1:
+        return views[0]
+    if "probs" in views[0]:
+        return {"probs": torch.stack([v["probs"] for v in views]).mean(0)}
+    means = torch.stack([v["mean"] for v in views])
+    variances = torch.stack([v["sigma"] for v in views]) ** 2
+    return {"mean": means.mean(0), "sigma": (variances.mean(0) + means.var(0, unbiased=False)).sqrt()}
 
 
 def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
