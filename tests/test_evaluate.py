@@ -10,7 +10,12 @@ import pytest
 
 from conftest import run_cli as run
 from deeplense import open_dataset
-from deeplense.evaluate.metrics import bootstrap_auc, classification_metrics, tpr_at_false_positives
+from deeplense.evaluate.metrics import (
+    bootstrap_auc,
+    classification_metrics,
+    errors_by_truth,
+    tpr_at_false_positives,
+)
 
 
 def test_tpr_at_false_positives_and_binary_metrics():
@@ -24,6 +29,19 @@ def test_tpr_at_false_positives_and_binary_metrics():
     assert m["auc"] == pytest.approx(9 / 12)  # 9 of the 12 positive-negative pairs are ordered
     assert m["tpr_0"] == 0.5 and m["tpr_10"] == 1.0 and 0 < m["average_precision"] <= 1
     assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
+
+
+def test_errors_by_truth_bins_the_true_values():
+    truth = np.array([0.0, 0.1, 0.9, 1.0, 2.0, 3.9, 4.0])
+    err = np.array([1.0, -1.0, 2.0, 2.0, 0.5, -3.0, -1.0])
+    rows = errors_by_truth(truth, err, bins=4)
+    assert [(r["lo"], r["hi"], r["n"]) for r in rows] == [(0.0, 1.0, 3), (1.0, 2.0, 1), (2.0, 3.0, 1), (3.0, 4.0, 2)]
+    assert rows[0]["mae"] == pytest.approx(4 / 3) and rows[0]["bias"] == pytest.approx(2 / 3)
+    assert rows[3]["mae"] == pytest.approx(2.0) and rows[3]["bias"] == pytest.approx(
+        -2.0
+    )  # the maximum is in the last bin
+    empty = errors_by_truth(np.array([0.0, 1.0]), np.array([1.0, 1.0]), bins=4)
+    assert empty[1]["n"] == 0 and empty[1]["mae"] is None
 
 
 def test_bootstrap_interval_narrows_with_more_data(rng):

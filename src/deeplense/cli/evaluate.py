@@ -53,6 +53,10 @@ def evaluate(
                 typer.echo(
                     f"{name}: MAE {e['mae']:.4f} {e['unit']}, RMSE {e['rmse']:.4f}, R2 {e['r2']:.3f}, coverage 68% {e['coverage_68']:.3f}, 95% {e['coverage_95']:.3f}"
                 )
+                bins = ", ".join(
+                    f"[{r['lo']:.3g}, {r['hi']:.3g}) {r['mae']:.3f}" for r in e["by_truth"] if r["mae"] is not None
+                )
+                typer.echo(f"  MAE by true value: {bins}")
     typer.echo(f"report: {result['report']}")
 
 

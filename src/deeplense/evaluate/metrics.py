@@ -109,11 +109,32 @@ def classification_metrics(
     return out
 
 
+def errors_by_truth(truth: np.ndarray, err: np.ndarray, bins: int = 8) -> list[dict[str, float | int | None]]:
+    """MAE and bias in ``bins`` equal-width intervals of the true value (where a target is hard
+    to identify, the errors grow there and the bias pulls towards the middle of the prior)."""
+    edges = np.linspace(truth.min(), truth.max(), bins + 1)
+    which = np.clip(np.searchsorted(edges, truth, side="right") - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        e = err[which == b]
+        rows.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "n": int(len(e)),
+                "mae": float(np.abs(e).mean()) if len(e) else None,
+                "bias": float(e.mean()) if len(e) else None,
+            }
+        )
+    return rows
+
+
 def regression_metrics(
     mean: np.ndarray, sigma: np.ndarray | None, truth: np.ndarray, names: list[str], units: list[str]
 ) -> dict[str, Any]:
-    """Per target: MAE, RMSE, R^2, bias (mean of prediction - truth) and, with predicted ``sigma``,
-    the fraction of truths inside the central 68.27 % and 95.45 % Gaussian intervals."""
+    """Per target: MAE, RMSE, R^2, bias (mean of prediction - truth), the MAE and bias in eight
+    intervals of the true value (``by_truth``) and, with predicted ``sigma``, the fraction of
+    truths inside the central 68.27 % and 95.45 % Gaussian intervals."""
     mean, truth = np.atleast_2d(np.asarray(mean, float)), np.atleast_2d(np.asarray(truth, float))
     out: dict[str, Any] = {"n": int(len(truth))}
     for t, (name, unit) in enumerate(zip(names, units)):
@@ -126,6 +147,7 @@ def regression_metrics(
             "r2": float(1 - (err**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
             "bias": float(err.mean()),
             "mae_constant_predictor": float(np.abs(truth[:, t] - np.median(truth[:, t])).mean()),
+            "by_truth": errors_by_truth(truth[:, t], err),
         }
         if sigma is not None:
             s = np.atleast_2d(np.asarray(sigma, float))[:, t]

@@ -67,7 +67,12 @@ def _regression_section(m: dict[str, Any]) -> str:
     for name, entry in m.items():
         if isinstance(entry, dict) and "mae" in entry:
             parts.append(f"<h3>{html.escape(name)} [{html.escape(entry['unit'])}]</h3>")
-            parts.append(_table([(k, v) for k, v in entry.items() if k != "unit"]))
+            parts.append(_table([(k, v) for k, v in entry.items() if k not in ("unit", "by_truth")]))
+            rows = [
+                (f"[{r['lo']:.4g}, {r['hi']:.4g}) n={r['n']}", f"{_fmt(r['mae'])} / {_fmt(r['bias'])}")
+                for r in entry["by_truth"]
+            ]
+            parts.append("<h4>MAE / bias by true value</h4>" + _table(rows, ("true value", "MAE / bias")))
     return "".join(parts)
 
 

@@ -56,7 +56,7 @@ class LoadedModel:
         out: dict[str, list] = {}
         for lo in range(0, len(images), batch_size):
             x = self.pipeline(torch.as_tensor(np.asarray(images[lo : lo + batch_size]), dtype=torch.float32))
-            views = [self.module.predict_batch(dihedral(x, e).to(device)) for e in elements]
+            views = [self.module.predict_batch((dihedral(x, e) if e else x).to(device)) for e in elements]
             for k, v in _combine(views).items():
                 out.setdefault(k, []).append(v.cpu().numpy())
         return {k: np.concatenate(v) for k, v in out.items()}
