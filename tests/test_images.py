@@ -73,9 +73,13 @@ def test_float32_image_close_to_float64():
     assert np.abs(a - b).max() <= 1e-4 * a.max()
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 40 * 40 * 4 * 2])
 @pytest.mark.parametrize("preset", ["model_i", "cdm_wdm_sidm"])
-def test_batch_composition_does_not_change_an_image(preset):
-    """Also with catalogues of different lengths (cdm_wdm_sidm: NFW-like subhalos, WDM thinning)."""
+def test_batch_composition_does_not_change_an_image(preset, chunk_bytes, monkeypatch):
+    """Also with catalogues of different lengths (cdm_wdm_sidm: NFW-like subhalos, WDM thinning),
+    and when the subhalos are accumulated two images at a time."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr("deeplense.sim.simulator._SUBHALO_CHUNK_BYTES", chunk_bytes)
     config = load_preset(preset)
     config["instrument"]["size"] = 40
     sim = Simulator(config)

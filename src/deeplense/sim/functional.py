@@ -114,11 +114,12 @@ def shear_deflection(x: Tensor, y: Tensor, gamma1: Tensor, gamma2: Tensor) -> tu
 def point_mass_deflection(
     x: Tensor, y: Tensor, theta_E: Tensor, center_x: Tensor, center_y: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Point mass: alpha = theta_E^2 (x - x0) / |x - x0|^2."""
+    """Point mass: alpha = theta_E^2 (x - x0) / |x - x0|^2 (in place on its own temporaries)."""
     dx, dy = x - center_x, y - center_y
-    r2 = (dx**2 + dy**2).clamp(min=torch.finfo(dx.dtype).tiny)
-    a = theta_E**2 / r2
-    return a * dx, a * dy
+    r2 = dx * dx
+    r2 += dy * dy
+    a = torch.div(theta_E**2, r2.clamp_(min=torch.finfo(dx.dtype).tiny), out=r2)
+    return dx.mul_(a), dy.mul_(a)
 
 
 def _nfw_F(X: Tensor) -> Tensor:

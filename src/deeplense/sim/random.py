@@ -144,14 +144,14 @@ def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor) -
     """One PTRS proposal for each element of the flat arrays ``key, col, lam``; returns
     (candidate, accepted). Attempt ``t`` of column ``col`` uses counters ``2 (t n + col) + 1``
     and ``+ 1`` of the row's key. The expensive log test runs only where the quick test fails."""
-    counter = 2 * (attempt * n + col) + 1
-    U = _uniform53(key, counter) - 0.5
-    V = _uniform53(key, counter + 1)
-    b = 0.931 + 2.53 * torch.sqrt(lam)
-    a = -0.059 + 0.02483 * b
-    us = 0.5 - U.abs()
-    k = torch.floor((2 * a / us + b) * U + lam + 0.43)
-    accepted = (us >= 0.07) & (V <= 0.9277 - 3.6224 / (b - 2))
+    counter = (col + attempt * n).mul_(2).add_(1)
+    U = _uniform53(key, counter).sub_(0.5)
+    V = _uniform53(key, counter.add_(1))
+    b = torch.sqrt(lam).mul_(2.53).add_(0.931)
+    a = (0.02483 * b).add_(-0.059)
+    us = U.abs().neg_().add_(0.5)
+    k = (2 * a).div_(us).add_(b).mul_(U).add_(lam).add_(0.43).floor_()
+    accepted = (us >= 0.07) & (V <= torch.div(-3.6224, b - 2).add_(0.9277))
     slow = torch.nonzero(~accepted, as_tuple=True)[0]
     us, V, a, b, k_s, lam = us[slow], V[slow], a[slow], b[slow], k[slow], lam[slow]
     reject = (k_s < 0) | ((us < 0.013) & (V > us))

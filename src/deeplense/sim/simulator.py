@@ -50,6 +50,10 @@ _SUBHALO_DEFLECTIONS = {
     "tnfwc": lambda x, y, r: F.tnfwc_deflection(x, y, r[2], r[3], r[4], r[5], r[0], r[1]),
 }
 
+#: On the CPU, subhalo deflections are accumulated for a few images at a time, so that each
+#: per-subhalo temporary (images x pixels) stays in cache: about this many bytes per temporary.
+_SUBHALO_CHUNK_BYTES = 512 * 1024
+
 SIMULATION_KEYS = {
     "name",
     "description",
@@ -319,13 +323,23 @@ class Simulator:
             p = self._component_params(samples, i)
             dx, dy = lens.deflection(x, y, p)
             ax, ay = ax + dx, ay + dy
-        for profile, deflect in _SUBHALO_DEFLECTIONS.items():
-            rows, counts = self._padded(samples, profile)
-            for k in range(rows.shape[1]):
-                images = torch.nonzero(counts > k).squeeze(1)
-                dx, dy = deflect(x, y, [rows[images, k, j : j + 1] for j in range(rows.shape[2])])
-                ax.index_add_(0, images, dx)
-                ay.index_add_(0, images, dy)
+        chunk = len(samples)
+        if self.device.type == "cpu":
+            chunk = max(1, _SUBHALO_CHUNK_BYTES // (x.numel() * x.element_size()))
+        for lo in range(0, len(samples), chunk):
+            part = samples[lo : lo + chunk]
+            ax_part, ay_part = ax[lo : lo + len(part)], ay[lo : lo + len(part)]
+            for profile, deflect in _SUBHALO_DEFLECTIONS.items():
+                rows, counts = self._padded(part, profile)
+                for k in range(rows.shape[1]):
+                    images = torch.nonzero(counts > k).squeeze(1)
+                    dx, dy = deflect(x, y, [rows[images, k, j : j + 1] for j in range(rows.shape[2])])
+                    if len(images) == len(part):
+                        ax_part += dx
+                        ay_part += dy
+                    else:
+                        ax_part.index_add_(0, images, dx)
+                        ay_part.index_add_(0, images, dy)
         return ax, ay
 
     def render(self, samples: list[ImageSample], *, noise: bool = True) -> Tensor:
