@@ -100,7 +100,7 @@ class MinMax(Transform):
             rows = x.detach().numpy().reshape(x.shape[0] * (x.shape[1] if self.per_band else 1), -1)
             lo, hi = rows.min(axis=1, keepdims=True), rows.max(axis=1, keepdims=True)
             out = rows - lo
-            out *= 1.0 / np.maximum(hi - lo, np.float32(1e-12))
+            out *= np.float32(1.0) / np.maximum(hi - lo, np.float32(1e-12))  # a float64 scale is 6x slower
             return torch.from_numpy(out.reshape(x.shape))
         dims = (-2, -1) if self.per_band else (-3, -2, -1)
         lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
