@@ -30,11 +30,6 @@ _M2 = _to_signed(0x94D049BB133111EB)
 _STREAM = _to_signed(0xD1B54A32D192ED03)
 
 
-def _shift_right(z: Tensor, n: int) -> Tensor:
-    """Logical right shift of int64 tensors holding unsigned 64-bit patterns."""
-    return (z >> n) & ((1 << (64 - n)) - 1)
-
-
 def _mix64_(z: Tensor) -> Tensor:
     """SplitMix64 finaliser applied in place to a freshly made int64 tensor (one scratch buffer:
     the out-of-place version spends most of its time allocating)."""
@@ -64,11 +59,6 @@ def _top_bits_as(bits: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     bits >>= 64 - n
     bits &= (1 << n) - 1
     return bits.to(dtype).add_(0.5).mul_(2.0**-n)
-
-
-def _open_unit53(bits: Tensor) -> Tensor:
-    """Top 53 bits of 64-bit patterns as float64 in the open interval (0, 1)."""
-    return _top_bits_as(bits.clone(), 53, torch.float64)
 
 
 def _bits(keys: Tensor, n: int, offset: int = 0) -> Tensor:
