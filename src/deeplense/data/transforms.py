@@ -22,11 +22,22 @@ from torch import Tensor
 from deeplense.config import ConfigError
 from deeplense.registry import Registry
 
-__all__ = ["TRANSFORMS", "Transform", "Pipeline", "build_pipeline", "dihedral", "mixup", "D4_ELEMENTS"]
+__all__ = [
+    "TRANSFORMS",
+    "Transform",
+    "Pipeline",
+    "build_pipeline",
+    "dihedral",
+    "mixup",
+    "D4_ELEMENTS",
+    "DIHEDRAL_GROUPS",
+]
 
 TRANSFORMS = Registry("transform")
 
 D4_ELEMENTS = [(k, flip) for flip in (False, True) for k in range(4)]  # rot90 k times, then mirror
+#: Elements of each group: d2 is the identity, the half turn and the two mirrors.
+DIHEDRAL_GROUPS = {"d4": (0, 1, 2, 3, 4, 5, 6, 7), "d2": (0, 2, 4, 6)}
 
 
 def dihedral(images: Tensor, element: int) -> Tensor:
@@ -62,13 +73,12 @@ class RandomDihedral(Transform):
     augment = True
 
     def __init__(self, group: str = "d4"):
-        if group not in ("d4", "d2"):
-            raise ConfigError("group", f"must be d4 or d2, got {group!r}")
+        if group not in DIHEDRAL_GROUPS:
+            raise ConfigError("group", f"must be one of {sorted(DIHEDRAL_GROUPS)}, got {group!r}")
         self.group = group
 
     def __call__(self, x, generator=None):
-        square = x.shape[-1] == x.shape[-2]
-        allowed = np.arange(8) if self.group == "d4" and square else np.array([0, 2, 4, 6])
+        allowed = np.array(DIHEDRAL_GROUPS[self.group if x.shape[-1] == x.shape[-2] else "d2"])
         choice = allowed[torch.randint(0, len(allowed), (x.shape[0],), generator=generator).numpy()]
         if x.device.type != "cpu" or x.requires_grad:
             out = torch.empty_like(x)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeplense.data.transforms import Pipeline, build_pipeline, dihedral
+from deeplense.data.transforms import DIHEDRAL_GROUPS, Pipeline, build_pipeline, dihedral
 
 __all__ = ["load_model", "resolve_checkpoint", "run_dir_of", "LoadedModel"]
 
@@ -49,9 +49,9 @@ class LoadedModel:
         the average and the variance that of the equal-weight mixture (mean variance plus the
         variance of the means).
         """
-        elements = _TTA_ELEMENTS.get(tta)
-        if elements is None:
-            raise ValueError(f"tta must be one of {sorted(k for k in _TTA_ELEMENTS if k)} or None, got {tta!r}")
+        if tta is not None and tta not in DIHEDRAL_GROUPS:
+            raise ValueError(f"tta must be one of {sorted(DIHEDRAL_GROUPS)} or None, got {tta!r}")
+        elements = DIHEDRAL_GROUPS[tta] if tta else (0,)
         device = next(self.module.parameters()).device
         out: dict[str, list] = {}
         for lo in range(0, len(images), batch_size):
@@ -60,10 +60,6 @@ class LoadedModel:
             for k, v in _combine(views).items():
                 out.setdefault(k, []).append(v.cpu().numpy())
         return {k: np.concatenate(v) for k, v in out.items()}
-
-
-#: Dihedral elements (see :func:`deeplense.data.transforms.dihedral`) averaged by test-time augmentation.
-_TTA_ELEMENTS = {None: [0], "d2": [0, 2, 4, 6], "d4": list(range(8))}
 
 
 def _combine(views: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
