@@ -11,7 +11,7 @@ from conftest import tiny_model_i_config
 from deeplense import open_dataset
 from deeplense.config import ConfigError
 from deeplense.data.pipeline import SimulatedImages, SimulatedStream, StoredImages, make_loader
-from deeplense.data.transforms import build_pipeline, dihedral, mixup
+from deeplense.data.transforms import RandomDihedral, build_pipeline, dihedral, mixup
 from deeplense.seeding import image_seed
 from deeplense.sim import Simulator
 
@@ -177,3 +177,45 @@ def test_minmax_numpy_fast_path_matches_torch():
             atol=1e-6,
         )
     assert x.min() < 0  # the input is not modified
+
+
+@pytest.mark.parametrize("shape", [(30, 1, 12, 12), (30, 3, 8, 8), (30, 1, 8, 10)])
+def test_fused_gather_equals_the_plain_pipeline_bit_for_bit(shape, monkeypatch):
+    """Pipeline.gather folds dihedral into the gather and runs min-max in place; the result must be
+    exactly what the transforms give one after the other, and the source must stay untouched."""
+    source = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    kept = source.copy()
+    specs = [
+        ["minmax", "dihedral"],
+        ["minmax", {"name": "dihedral", "group": "d2"}, "noise_jitter"],
+        [
+            {"name": "asinh", "scale": 0.5},
+            {"name": "minmax", "per_band": True},
+            "dihedral",
+            {"name": "bin", "factor": 2},
+        ],
+        [{"name": "center_crop", "size": 6}, "minmax", "dihedral"],  # crop is not orientation-free
+    ]
+    rows = np.array([4, 29, 4, 0, 17, 11, 8, 2, 23])
+    fused_reads = []  # dihedral reading straight from ``source`` is the fused path
+    plain_gather = RandomDihedral.gather
+
+    def spy(src, take, choice):
+        fused_reads.append(src is source)
+        return plain_gather(src, take, choice)
+
+    monkeypatch.setattr(RandomDihedral, "gather", staticmethod(spy))
+    for spec in specs:
+        for training in (True, False):
+            pipeline = build_pipeline(spec).train(training)
+            for take in (rows, None):
+                fused = pipeline.gather(source, take, torch.Generator().manual_seed(11))
+                plain_input = torch.from_numpy(source[rows] if take is not None else source.copy())
+                plain = pipeline(plain_input, torch.Generator().manual_seed(11))
+                assert torch.equal(fused, plain), (spec, training)
+    assert sum(fused_reads) == 6  # the first three specs, in training, with and without rows
+    np.testing.assert_array_equal(source, kept)
+    # the test can fail: another generator state gives other dihedral elements
+    pipeline = build_pipeline(["minmax", "dihedral"]).train()
+    a = pipeline.gather(source, rows, torch.Generator().manual_seed(11))
+    assert not torch.equal(a, pipeline.gather(source, rows, torch.Generator().manual_seed(12)))

@@ -97,9 +97,13 @@ class StoredImages(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         raw = np.asarray(indices, dtype=np.int64)
         idx = raw % len(self)  # indices from EpochSampler carry the epoch: epoch * len + i
-        images = self._cache[idx] if self._cache is not None else self.source.images(idx)
         generator = _generator(self.augment_seed, raw)
-        return _batch(images, self.labels[idx], self.target_values[idx], idx, self.pipeline, generator)
+        source, rows = (self._cache, idx) if self._cache is not None else (self.source.images(idx), None)
+        if self.pipeline is None:
+            images = source if rows is None else source[rows]
+        else:
+            images = self.pipeline.gather(source, rows, generator)
+        return _batch(images, self.labels[idx], self.target_values[idx], idx, None, generator)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}

@@ -48,9 +48,11 @@ def dihedral(images: Tensor, element: int) -> Tensor:
 
 
 class Transform:
-    """Base: ``augment`` transforms run only in training mode."""
+    """Base: ``augment`` transforms run only in training mode. ``orientation_free`` transforms act
+    on each image (and band) as a whole, whatever its orientation: they commute with ``dihedral``."""
 
     augment = False
+    orientation_free = False
     name = ""
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -68,6 +70,7 @@ class RandomDihedral(Transform):
     half turn and the two mirrors, which is the exact symmetry of a lens whose ellipticity and shear
     are aligned with the pixel axes (``model_i``: e1 and gamma1 only), where a quarter turn would
     flip their sign and make images the data set never holds. Non-square images always use d2.
+    d2 is also exactly what two independent random flips (horizontal and vertical) give.
     """
 
     augment = True
@@ -77,49 +80,65 @@ class RandomDihedral(Transform):
             raise ConfigError("group", f"must be one of {sorted(DIHEDRAL_GROUPS)}, got {group!r}")
         self.group = group
 
+    def choose(self, n: int, shape: tuple[int, ...], generator=None) -> np.ndarray:
+        """The group element of each of ``n`` images of ``shape`` (one draw from ``generator``)."""
+        allowed = np.array(DIHEDRAL_GROUPS[self.group if shape[-1] == shape[-2] else "d2"])
+        return allowed[torch.randint(0, len(allowed), (n,), generator=generator).numpy()]
+
     def __call__(self, x, generator=None):
-        allowed = np.array(DIHEDRAL_GROUPS[self.group if x.shape[-1] == x.shape[-2] else "d2"])
-        choice = allowed[torch.randint(0, len(allowed), (x.shape[0],), generator=generator).numpy()]
+        choice = self.choose(x.shape[0], x.shape, generator)
         if x.device.type != "cpu" or x.requires_grad:
             out = torch.empty_like(x)
             for e in np.unique(choice):
                 idx = torch.as_tensor(np.flatnonzero(choice == e), device=x.device)
                 out[idx] = dihedral(x[idx], int(e))
             return out
-        # CPU: numpy views with negative strides, so each group is copied only twice
-        xn = x.detach().numpy()
-        out = np.empty_like(xn)
+        return torch.from_numpy(self.gather(x.detach().numpy(), np.arange(x.shape[0]), choice))
+
+    @staticmethod
+    def gather(source: np.ndarray, rows: np.ndarray, choice: np.ndarray) -> np.ndarray:
+        """``source[rows]`` with element ``choice[i]`` applied to image ``i``, in a new array: numpy
+        views with negative strides, so each group of images is copied twice (gather, then place)."""
+        out = np.empty((len(rows), *source.shape[1:]), dtype=source.dtype)
         for e in np.unique(choice):
             idx = np.flatnonzero(choice == e)
             k, flip = D4_ELEMENTS[int(e)]
-            view = np.rot90(xn[idx], k, axes=(-2, -1))
+            view = np.rot90(source[rows[idx]], k, axes=(-2, -1))
             out[idx] = view[..., ::-1] if flip else view
-        return torch.from_numpy(out)
+        return out
 
 
 @TRANSFORMS.register("minmax")
 class MinMax(Transform):
     """Per-image min-max to [0, 1] (over all bands, or each band with ``per_band: true``)."""
 
+    orientation_free = True
+
     def __init__(self, per_band: bool = False):
         self.per_band = bool(per_band)
 
     def __call__(self, x, generator=None):
         if x.device.type == "cpu" and not x.requires_grad and x.dtype == torch.float32:
-            # numpy's contiguous min/max are several times faster than torch's multi-axis amin/amax
-            rows = x.detach().numpy().reshape(x.shape[0] * (x.shape[1] if self.per_band else 1), -1)
-            lo, hi = rows.min(axis=1, keepdims=True), rows.max(axis=1, keepdims=True)
-            out = rows - lo
-            out *= np.float32(1.0) / np.maximum(hi - lo, np.float32(1e-12))  # a float64 scale is 6x slower
-            return torch.from_numpy(out.reshape(x.shape))
+            return self.apply_(x.detach().clone(memory_format=torch.contiguous_format))
         dims = (-2, -1) if self.per_band else (-3, -2, -1)
         lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
         return (x - lo) / (hi - lo).clamp(min=1e-12)
+
+    def apply_(self, x: Tensor) -> Tensor:
+        """In place on a contiguous float32 CPU batch; returns it."""
+        # numpy's contiguous min/max are several times faster than torch's multi-axis amin/amax
+        rows = x.numpy().reshape(x.shape[0] * (x.shape[1] if self.per_band else 1), -1)
+        lo, hi = rows.min(axis=1, keepdims=True), rows.max(axis=1, keepdims=True)
+        rows -= lo
+        rows *= np.float32(1.0) / np.maximum(hi - lo, np.float32(1e-12))  # a float64 scale is 6x slower
+        return x
 
 
 @TRANSFORMS.register("asinh")
 class Asinh(Transform):
     """``asinh(x / scale)``: linear below ``scale`` (pixel units), logarithmic above."""
+
+    orientation_free = True
 
     def __init__(self, scale: float = 1.0):
         if not scale > 0:
@@ -134,6 +153,8 @@ class Asinh(Transform):
 class Log(Transform):
     """``log10(max(x, 0) + eps)``."""
 
+    orientation_free = True
+
     def __init__(self, eps: float = 1e-3):
         if not eps > 0:
             raise ConfigError("eps", f"must be > 0, got {eps}")
@@ -147,6 +168,8 @@ class Log(Transform):
 class Standardize(Transform):
     """``(x - mean) / std`` per band; ``mean``/``std`` from the config or, when omitted, computed
     once on the training data (after the transforms before this one) and stored."""
+
+    orientation_free = True
 
     def __init__(self, mean: list[float] | None = None, std: list[float] | None = None):
         self.mean, self.std = mean, std
@@ -243,6 +266,26 @@ class Pipeline:
             else:
                 x = t(x)
         return x
+
+    def gather(self, source: np.ndarray, rows: np.ndarray | None, generator: torch.Generator | None = None) -> Tensor:
+        """``self(torch.from_numpy(source[rows]), generator)``, bit for bit, with fewer copies
+        (``rows=None``: all of ``source``). ``source`` is never modified.
+
+        In training mode, when the transforms before the first ``dihedral`` are all orientation-free
+        (min-max, stretches, standardisation), the dihedral elements are applied while gathering
+        the rows from ``source`` (it draws from ``generator`` exactly as it would later) and those
+        transforms then run on the gathered batch, in place where they can. This saves a copy of
+        the batch and an allocation: the in-memory cache's batches are about 1.5x faster.
+        """
+        first = next((i for i, t in enumerate(self.transforms) if isinstance(t, RandomDihedral)), None)
+        if not self.training or first is None or not all(t.orientation_free for t in self.transforms[:first]):
+            return self(torch.as_tensor(source if rows is None else source[rows]), generator)
+        rows = np.arange(len(source)) if rows is None else rows
+        d4 = self.transforms[first]
+        batch = torch.from_numpy(d4.gather(source, rows, d4.choose(len(rows), source.shape, generator)))
+        for t in self.transforms[:first]:
+            batch = t.apply_(batch) if hasattr(t, "apply_") and batch.dtype == torch.float32 else t(batch)
+        return Pipeline(self.transforms[first + 1 :]).train()(batch, generator)
 
     def needs_statistics(self) -> bool:
         return any(isinstance(t, Standardize) and (t.mean is None or t.std is None) for t in self.transforms)
