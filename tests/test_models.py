@@ -45,6 +45,35 @@ def test_group_convolutions_are_equivariant_and_the_network_invariant():
             assert torch.allclose(net(dihedral(images, u)), reference, atol=1e-5)
 
 
+def test_d2_network_is_invariant_to_half_turns_and_mirrors_but_not_quarter_turns():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 16, 16)
+    d2 = (0, 2, 4, 6)
+    lift, conv = LiftingConv(1, 3, 5, group="d2"), GroupConv(3, 2, 3, group="d2")
+    with torch.no_grad():
+        f = conv(lift(x))
+        assert f.shape == (2, 2, 4, 16, 16)
+        for u in d2:
+            g = conv(lift(dihedral(x, u)))
+            # the group axis holds positions in d2: position j of the output is position
+            # d2.index(u^-1 h_j) of the untransformed maps
+            order = [d2.index(D4_TABLE[D4_INVERSE[u], h]) for h in d2]
+            expected = torch.stack([dihedral(f[:, :, j], u) for j in order], dim=2)
+            assert torch.allclose(g, expected, atol=1e-5)
+    net = build_network(
+        {"name": "d4_cnn", "kwargs": {"widths": [4, 8, 8], "group": "d2"}}, "regression", 1, in_chans=1, img_size=32
+    ).eval()
+    images = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        reference = net(images)
+        for u in (2, 4, 6):
+            assert torch.allclose(net(dihedral(images, u)), reference, atol=1e-5)
+        for u in (1, 3, 5, 7):  # a quarter turn is not a symmetry of this network
+            assert not torch.allclose(net(dihedral(images, u)), reference, atol=1e-3)
+    with pytest.raises(Exception, match="group"):
+        LiftingConv(1, 2, 3, group="c4")
+
+
 def test_small_cnn_is_not_invariant_so_the_test_above_can_fail():
     torch.manual_seed(0)
     net = build_network({"name": "small_cnn"}, "classification", 3, in_chans=1, img_size=32).eval()

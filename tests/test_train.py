@@ -88,6 +88,8 @@ def test_regression_on_stored_axion_images_with_uncertainty(tiny_dataset, tmp_pa
             "targets": ["substructure.log10_m_a"],
             "transforms": ["minmax"],
         },
+        # the equivariant network's 5-D group-convolution weights must survive channels_last (default)
+        model={"name": "d4_cnn", "kwargs": {"widths": [4, 8], "group": "d2"}},
         train={"epochs": 2, "batch_size": 4, "scheduler": "onecycle", "ema_decay": 0.9, "grad_clip": 1.0},
     )
     run("train", config)

@@ -27,11 +27,11 @@ def profile_model(
 ) -> dict[str, Any]:
     """Median-timed training steps (forward, backward, AdamW step; channels_last; bf16 autocast on
     CUDA) and inference batches on random data of the given shape."""
-    from deeplense.models import build_network
+    from deeplense.models import build_network, channels_last
 
     dev = torch.device(device)
     net = build_network({"name": name, "kwargs": kwargs or {}}, "classification", classes, bands, img_size).to(dev)
-    net = net.to(memory_format=torch.channels_last)
+    net = channels_last(net)
     params = sum(p.numel() for p in net.parameters())
     x = torch.randn(batch, bands, img_size, img_size, device=dev).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (batch,), device=dev)

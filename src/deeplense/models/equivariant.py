@@ -1,7 +1,10 @@
 """A rotation/reflection-equivariant CNN: exact group convolutions over D4 in plain torch.
 
 D4 (the 8 quarter-turn rotations and reflections of the pixel grid) acts exactly on square
-images, with no interpolation. Feature maps carry a group axis, ``(B, C, 8, H, W)`` (the
+images, with no interpolation. ``group='d2'`` uses its subgroup of the identity, the half turn and
+the two mirrors instead: the exact symmetry of a lens whose ellipticity and shear lie along the
+pixel axes (``model_i``), whose images are not symmetric under quarter turns. Feature maps carry a
+group axis, ``(B, C, |G|, H, W)`` (the
 regular representation, Cohen & Welling 2016, "Group Equivariant Convolutional Networks"): a
 lifting convolution correlates the image with the 8 transformed copies of each filter, and a group
 convolution transforms each filter spatially and permutes its group axis. Transforming the input
@@ -19,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deeplense.data.transforms import dihedral
+from deeplense.config import ConfigError
+from deeplense.data.transforms import DIHEDRAL_GROUPS, dihedral
 
-__all__ = ["D4_TABLE", "D4_INVERSE", "LiftingConv", "GroupConv", "D4CNN"]
+__all__ = ["D4_TABLE", "D4_INVERSE", "LiftingConv", "GroupConv", "D4CNN", "group_elements"]
 
 
 def _cayley() -> tuple[np.ndarray, np.ndarray]:
@@ -40,45 +44,60 @@ def _cayley() -> tuple[np.ndarray, np.ndarray]:
 D4_TABLE, D4_INVERSE = _cayley()
 
 
-class LiftingConv(nn.Module):
-    """Image ``(B, Cin, H, W)`` -> ``(B, Cout, 8, H, W)``: correlation with the 8 transformed filters."""
+def group_elements(group: str) -> tuple[int, ...]:
+    """D4 element numbers (see :func:`~deeplense.data.transforms.dihedral`) of ``group``."""
+    if group not in DIHEDRAL_GROUPS:
+        raise ConfigError("group", f"must be one of {sorted(DIHEDRAL_GROUPS)}, got {group!r}")
+    return DIHEDRAL_GROUPS[group]
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5):
+
+class LiftingConv(nn.Module):
+    """Image ``(B, Cin, H, W)`` -> ``(B, Cout, |G|, H, W)``: correlation with the transformed filters."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, group: str = "d4"):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd for exact equivariance")
+        self.elements = group_elements(group)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        kernels = torch.stack([dihedral(self.weight, g) for g in range(8)], dim=1)  # (Cout, 8, Cin, k, k)
+        kernels = torch.stack([dihedral(self.weight, g) for g in self.elements], dim=1)  # (Cout, |G|, Cin, k, k)
         k = self.weight.shape[-1]
         out = F.conv2d(x, kernels.reshape(-1, *kernels.shape[2:]), padding=k // 2)
-        return out.view(x.shape[0], self.out_channels, 8, *out.shape[-2:])
+        return out.view(x.shape[0], self.out_channels, len(self.elements), *out.shape[-2:])
 
 
 class GroupConv(nn.Module):
-    """``(B, Cin, 8, H, W)`` -> ``(B, Cout, 8, H, W)``: ``out[g] = sum_h f[h] * T_g W[g^-1 h]``."""
+    """``(B, Cin, |G|, H, W)`` -> ``(B, Cout, |G|, H, W)``: ``out[g] = sum_h f[h] * T_g W[g^-1 h]``;
+    the group axis is indexed by position in the group's element list."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, group: str = "d4"):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd for exact equivariance")
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 8, kernel_size, kernel_size))
+        self.elements = group_elements(group)
+        n = len(self.elements)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
         nn.init.kaiming_normal_(
-            self.weight.view(out_channels, in_channels * 8, kernel_size, kernel_size), nonlinearity="relu"
+            self.weight.view(out_channels, in_channels * n, kernel_size, kernel_size), nonlinearity="relu"
         )
         self.out_channels = out_channels
-        perms = np.stack([D4_TABLE[D4_INVERSE[g]] for g in range(8)])  # perms[g, h] = g^-1 h
+        position = {e: i for i, e in enumerate(self.elements)}
+        # perms[i, j] = position of g^-1 h for the i-th element g and the j-th element h
+        perms = [[position[D4_TABLE[D4_INVERSE[g], h]] for h in self.elements] for g in self.elements]
         self.register_buffer("perms", torch.as_tensor(perms), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        kernels = torch.stack([dihedral(self.weight[:, :, self.perms[g]], g) for g in range(8)], dim=1)
-        cout, _, cin, _, k, _ = kernels.shape
+        kernels = torch.stack(
+            [dihedral(self.weight[:, :, self.perms[i]], g) for i, g in enumerate(self.elements)], dim=1
+        )
+        cout, n, cin, _, k, _ = kernels.shape
         b, _, _, h, w = x.shape
-        out = F.conv2d(x.reshape(b, cin * 8, h, w), kernels.reshape(cout * 8, cin * 8, k, k), padding=k // 2)
-        return out.view(b, cout, 8, *out.shape[-2:])
+        out = F.conv2d(x.reshape(b, cin * n, h, w), kernels.reshape(cout * n, cin * n, k, k), padding=k // 2)
+        return out.view(b, cout, n, *out.shape[-2:])
 
 
 class _Block(nn.Module):
@@ -95,20 +114,26 @@ class _Block(nn.Module):
 
 
 class D4CNN(nn.Module):
-    """D4-equivariant CNN with invariant output features (``num_features`` = last width).
+    """D4- (or D2-) equivariant CNN with invariant output features (``num_features`` = last width).
 
-    ``widths`` are channels per group element (each layer holds ``8 * width`` maps); every block
-    but the last ends with a 2x2 max pool. BatchNorm statistics are shared over the group axis.
+    ``widths`` are channels per group element (each layer holds ``|G| * width`` maps, |G| = 8 for
+    d4 and 4 for d2); every block but the last ends with a 2x2 max pool. BatchNorm statistics are
+    shared over the group axis.
     """
 
     def __init__(
-        self, in_chans: int = 1, widths: tuple[int, ...] = (8, 16, 24, 32), lift_kernel: int = 5, kernel: int = 3
+        self,
+        in_chans: int = 1,
+        widths: tuple[int, ...] = (8, 16, 24, 32),
+        lift_kernel: int = 5,
+        kernel: int = 3,
+        group: str = "d4",
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
-        blocks = [_Block(LiftingConv(in_chans, widths[0], lift_kernel), widths[0], pool=True)]
+        blocks = [_Block(LiftingConv(in_chans, widths[0], lift_kernel, group), widths[0], pool=True)]
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            blocks.append(_Block(GroupConv(a, b, kernel), b, pool=i < len(widths) - 2))
+            blocks.append(_Block(GroupConv(a, b, kernel, group), b, pool=i < len(widths) - 2))
         self.blocks = nn.Sequential(*blocks)
         self.num_features = widths[-1]
         self.n_pools = len(widths) - 1

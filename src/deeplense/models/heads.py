@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from deeplense.models.registry import create_backbone
 
-__all__ = ["LensNet", "build_network"]
+__all__ = ["LensNet", "build_network", "channels_last"]
 
 
 class LensNet(nn.Module):
@@ -45,3 +45,13 @@ def build_network(spec: dict[str, Any], task: str, n_outputs: int, in_chans: int
         **spec.get("kwargs", {}),
     )
     return LensNet(backbone, task, n_outputs)
+
+
+def channels_last(net: nn.Module) -> nn.Module:
+    """``net`` with its 4-D (2-D convolution) weights in channels_last layout, in place. Unlike
+    ``net.to(memory_format=torch.channels_last)``, which fails on 5-D tensors such as the group
+    convolution weights of ``d4_cnn``, other tensors are left as they are."""
+    for p in net.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return net

@@ -36,13 +36,14 @@ def _small_cnn(in_chans: int = 1, img_size: int | None = None, **kwargs) -> nn.M
 
 @MODELS.register("d4_cnn")
 def _d4_cnn(in_chans: int = 1, img_size: int | None = None, **kwargs) -> nn.Module:
-    """D4-equivariant CNN (exact group convolutions), invariant features."""
+    """D4-equivariant CNN (exact group convolutions; ``group: d2`` for the half-turn-and-mirrors
+    subgroup), invariant features."""
     from deeplense.models.equivariant import D4CNN
 
     model = D4CNN(in_chans=in_chans, **kwargs)
     if img_size is not None and img_size % (2**model.n_pools):
         warnings.warn(
-            f"d4_cnn: image size {img_size} is not divisible by {2**model.n_pools}; D4 invariance is approximate",
+            f"d4_cnn: image size {img_size} is not divisible by {2**model.n_pools}; the invariance is approximate",
             stacklevel=2,
         )
     return model

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from deeplense.data.transforms import mixup
-from deeplense.models.heads import build_network
+from deeplense.models.heads import build_network, channels_last
 
 __all__ = ["LensingModule", "monitor_of", "ema_update"]
 
@@ -52,7 +52,7 @@ class LensingModule(L.LightningModule):
         n_out = len(contract["class_names"]) if self.task == "classification" else len(contract["targets"])
         self.net = build_network(contract["model"], self.task, n_out, contract["in_chans"], contract["img_size"])
         if train["channels_last"]:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            self.net = channels_last(self.net)
         weights = contract.get("class_weights")
         self.register_buffer("class_weight", torch.tensor(weights, dtype=torch.float32) if weights else None)
         self.register_buffer("target_mean", torch.tensor(contract.get("target_mean") or [0.0]))
