@@ -61,7 +61,11 @@ def test_d2_network_is_invariant_to_half_turns_and_mirrors_but_not_quarter_turns
             expected = torch.stack([dihedral(f[:, :, j], u) for j in order], dim=2)
             assert torch.allclose(g, expected, atol=1e-5)
     net = build_network(
-        {"name": "d4_cnn", "kwargs": {"widths": [4, 8, 8], "group": "d2"}}, "regression", 1, in_chans=1, img_size=32
+        {"name": "d4_cnn", "kwargs": {"widths": [4, 8, 8], "group": "d2", "depth": 2}},
+        "regression",
+        1,
+        in_chans=1,
+        img_size=32,
     ).eval()
     images = torch.randn(3, 1, 32, 32)
     with torch.no_grad():

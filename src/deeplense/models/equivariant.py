@@ -117,8 +117,9 @@ class D4CNN(nn.Module):
     """D4- (or D2-) equivariant CNN with invariant output features (``num_features`` = last width).
 
     ``widths`` are channels per group element (each layer holds ``|G| * width`` maps, |G| = 8 for
-    d4 and 4 for d2); every block but the last ends with a 2x2 max pool. BatchNorm statistics are
-    shared over the group axis.
+    d4 and 4 for d2); each width is a stage of ``depth`` convolutions (the first stage starts with
+    the lifting convolution), and every stage but the last ends with a 2x2 max pool. BatchNorm
+    statistics are shared over the group axis.
     """
 
     def __init__(
@@ -128,12 +129,21 @@ class D4CNN(nn.Module):
         lift_kernel: int = 5,
         kernel: int = 3,
         group: str = "d4",
+        depth: int = 1,
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
-        blocks = [_Block(LiftingConv(in_chans, widths[0], lift_kernel, group), widths[0], pool=True)]
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            blocks.append(_Block(GroupConv(a, b, kernel, group), b, pool=i < len(widths) - 2))
+        if int(depth) < 1:
+            raise ConfigError("depth", f"must be >= 1, got {depth}")
+        blocks = []
+        for stage, width in enumerate(widths):
+            pool = stage < len(widths) - 1
+            for layer in range(int(depth)):
+                if stage == 0 and layer == 0:
+                    conv = LiftingConv(in_chans, width, lift_kernel, group)
+                else:
+                    conv = GroupConv(widths[stage - 1] if layer == 0 else width, width, kernel, group)
+                blocks.append(_Block(conv, width, pool=pool and layer == int(depth) - 1))
         self.blocks = nn.Sequential(*blocks)
         self.num_features = widths[-1]
         self.n_pools = len(widths) - 1
