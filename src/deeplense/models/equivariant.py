@@ -3,16 +3,16 @@
 D4 (the 8 quarter-turn rotations and reflections of the pixel grid) acts exactly on square
 images, with no interpolation. ``group='d2'`` uses its subgroup of the identity, the half turn and
 the two mirrors instead: the exact symmetry of a lens whose ellipticity and shear lie along the
-pixel axes (``model_i``), whose images are not symmetric under quarter turns. Feature maps carry a
-group axis, ``(B, C, |G|, H, W)`` (the
-regular representation, Cohen & Welling 2016, "Group Equivariant Convolutional Networks"): a
-lifting convolution correlates the image with the 8 transformed copies of each filter, and a group
+pixel axes (``model_i``), whose images are not symmetric under quarter turns. Feature maps carry
+a group axis, ``(B, C, |G|, H, W)`` (the regular representation, Cohen & Welling 2016, "Group
+Equivariant Convolutional Networks"): a lifting convolution correlates the image with the
+|G| transformed copies of each filter, and a group
 convolution transforms each filter spatially and permutes its group axis. Transforming the input
 by ``u`` transforms every feature map by ``u`` and permutes the group axis; spatial mean pooling
 followed by pooling over the group axis gives features that are exactly invariant. Exactness
 needs odd kernels with 'same' padding and image sizes divisible by 2**(number of 2x2 pools).
-Equivariant networks of this kind hold the best published DeepLense results (e.g. Apoorva Singh
-et al. 2023, equivariant networks for Model I-III, ``../docs/models.md``).
+Equivariant networks of this kind (C8 and D8 equivariant CNNs) hold the best published
+DeepLense substructure-classification results on the Model A and B data sets.
 """
 
 from __future__ import annotations
