@@ -103,7 +103,7 @@ class StoredImages(Dataset):
             images = source if rows is None else source[rows]
         else:
             images = self.pipeline.gather(source, rows, generator)
-        return _batch(images, self.labels[idx], self.target_values[idx], idx, None, generator)
+        return _batch(images, self.labels[idx], self.target_values[idx], idx, None)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}

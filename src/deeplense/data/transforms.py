@@ -31,6 +31,7 @@ __all__ = [
     "mixup",
     "D4_ELEMENTS",
     "DIHEDRAL_GROUPS",
+    "dihedral_group",
 ]
 
 TRANSFORMS = Registry("transform")
@@ -38,6 +39,13 @@ TRANSFORMS = Registry("transform")
 D4_ELEMENTS = [(k, flip) for flip in (False, True) for k in range(4)]  # rot90 k times, then mirror
 #: Elements of each group: d2 is the identity, the half turn and the two mirrors.
 DIHEDRAL_GROUPS = {"d4": (0, 1, 2, 3, 4, 5, 6, 7), "d2": (0, 2, 4, 6)}
+
+
+def dihedral_group(name: str) -> tuple[int, ...]:
+    """Element numbers (see :func:`dihedral`) of the group ``name`` (a config's ``group`` value)."""
+    if name not in DIHEDRAL_GROUPS:
+        raise ConfigError("group", f"must be one of {sorted(DIHEDRAL_GROUPS)}, got {name!r}")
+    return DIHEDRAL_GROUPS[name]
 
 
 def dihedral(images: Tensor, element: int) -> Tensor:
@@ -58,6 +66,11 @@ class Transform:
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
+    def apply_(self, x: Tensor) -> Tensor:
+        """The deterministic transform of a batch the caller owns, in place where the transform
+        can (the base class cannot: it returns ``self(x)``)."""
+        return self(x)
+
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
 
@@ -76,8 +89,7 @@ class RandomDihedral(Transform):
     augment = True
 
     def __init__(self, group: str = "d4"):
-        if group not in DIHEDRAL_GROUPS:
-            raise ConfigError("group", f"must be one of {sorted(DIHEDRAL_GROUPS)}, got {group!r}")
+        dihedral_group(group)
         self.group = group
 
     def choose(self, n: int, shape: tuple[int, ...], generator=None) -> np.ndarray:
@@ -119,13 +131,15 @@ class MinMax(Transform):
 
     def __call__(self, x, generator=None):
         if x.device.type == "cpu" and not x.requires_grad and x.dtype == torch.float32:
-            return self.apply_(x.detach().clone(memory_format=torch.contiguous_format))
+            return self.apply_(x.detach().clone(memory_format=torch.contiguous_format))  # a copy we own
         dims = (-2, -1) if self.per_band else (-3, -2, -1)
         lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
         return (x - lo) / (hi - lo).clamp(min=1e-12)
 
     def apply_(self, x: Tensor) -> Tensor:
-        """In place on a contiguous float32 CPU batch; returns it."""
+        """In place on a contiguous float32 CPU batch (returns it); otherwise ``self(x)``."""
+        if x.device.type != "cpu" or x.requires_grad or x.dtype != torch.float32 or not x.is_contiguous():
+            return self(x)
         # numpy's contiguous min/max are several times faster than torch's multi-axis amin/amax
         rows = x.numpy().reshape(x.shape[0] * (x.shape[1] if self.per_band else 1), -1)
         lo, hi = rows.min(axis=1, keepdims=True), rows.max(axis=1, keepdims=True)
@@ -281,10 +295,10 @@ class Pipeline:
         if not self.training or first is None or not all(t.orientation_free for t in self.transforms[:first]):
             return self(torch.as_tensor(source if rows is None else source[rows]), generator)
         rows = np.arange(len(source)) if rows is None else rows
-        d4 = self.transforms[first]
-        batch = torch.from_numpy(d4.gather(source, rows, d4.choose(len(rows), source.shape, generator)))
+        flips = self.transforms[first]
+        batch = torch.from_numpy(flips.gather(source, rows, flips.choose(len(rows), source.shape, generator)))
         for t in self.transforms[:first]:
-            batch = t.apply_(batch) if hasattr(t, "apply_") and batch.dtype == torch.float32 else t(batch)
+            batch = t.apply_(batch)
         return Pipeline(self.transforms[first + 1 :]).train()(batch, generator)
 
     def needs_statistics(self) -> bool:

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deeplense.config import ConfigError
-from deeplense.data.transforms import DIHEDRAL_GROUPS, dihedral
+from deeplense.data.transforms import dihedral, dihedral_group
 
-__all__ = ["D4_TABLE", "D4_INVERSE", "LiftingConv", "GroupConv", "D4CNN", "group_elements"]
+__all__ = ["D4_TABLE", "D4_INVERSE", "LiftingConv", "GroupConv", "D4CNN"]
 
 
 def _cayley() -> tuple[np.ndarray, np.ndarray]:
@@ -44,13 +44,6 @@ def _cayley() -> tuple[np.ndarray, np.ndarray]:
 D4_TABLE, D4_INVERSE = _cayley()
 
 
-def group_elements(group: str) -> tuple[int, ...]:
-    """D4 element numbers (see :func:`~deeplense.data.transforms.dihedral`) of ``group``."""
-    if group not in DIHEDRAL_GROUPS:
-        raise ConfigError("group", f"must be one of {sorted(DIHEDRAL_GROUPS)}, got {group!r}")
-    return DIHEDRAL_GROUPS[group]
-
-
 class LiftingConv(nn.Module):
     """Image ``(B, Cin, H, W)`` -> ``(B, Cout, |G|, H, W)``: correlation with the transformed filters."""
 
@@ -58,7 +51,7 @@ class LiftingConv(nn.Module):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd for exact equivariance")
-        self.elements = group_elements(group)
+        self.elements = dihedral_group(group)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
         self.out_channels = out_channels
@@ -78,7 +71,7 @@ class GroupConv(nn.Module):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd for exact equivariance")
-        self.elements = group_elements(group)
+        self.elements = dihedral_group(group)
         n = len(self.elements)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
         nn.init.kaiming_normal_(
