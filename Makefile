@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/deeplense demo --out demo_output
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks analysis
+	$(BIN)/ruff format --check src tests benchmarks analysis
 
 test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -275,3 +275,34 @@ def test_training_on_a_folder_with_bad_files_stops_or_skips_them(tmp_path):
     assert "skipped 2 bad file(s)" in skipped.stdout
     split = pd.read_csv(tmp_path / "runs" / "bad" / "split.csv")
     assert len(split) == 24 and not split["key"].str.contains("nan.npy").any()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_beta_nll_weights_each_sample_by_its_variance_to_the_power_beta(beta):
+    from deeplense.train.module import LensingModule
+
+    regression = {"task": "regression", "data": {"simulate": TINY_SIM, "targets": ["substructure.log10_m_a"]}}
+    train = resolve_config(regression, [f"train.nll_beta={beta}"])["train"]
+    contract = {
+        "task": "regression",
+        "targets": ["t"],
+        "in_chans": 1,
+        "img_size": 16,
+        "model": {"name": "small_cnn", "kwargs": {}},
+    }
+    losses = {}
+    for name in ("gaussian_nll", "beta_nll"):
+        module = LensingModule(contract, {**train, "loss": name})
+        var = torch.tensor([[0.01], [1.0], [25.0]])
+        out = torch.cat([torch.zeros(3, 1), var.log()], 1).requires_grad_()
+        y = torch.tensor([1.0, 1.0, 1.0])[:, None]
+        loss = module._loss(out, {"target": y})
+        (grad,) = torch.autograd.grad(loss, out)
+        losses[name] = loss.item()
+        # d/d(mean) of the per-sample NLL is (mean - y) / var; beta_nll multiplies it by var**beta
+        power = beta if name == "beta_nll" else 0.0
+        assert torch.allclose(grad[:, 0], -(var[:, 0] ** (power - 1)) / 3, rtol=1e-5)
+    if beta == 0.0:
+        assert losses["beta_nll"] == pytest.approx(losses["gaussian_nll"])
+    with pytest.raises(ConfigError, match=r"^train.nll_beta: must be in \[0, 1\]"):
+        resolve_config({"data": {"simulate": TINY_SIM}}, ["train.nll_beta=2"])

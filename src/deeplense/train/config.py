@@ -56,7 +56,8 @@ DEFAULTS: dict[str, Any] = {
         "class_weights": "balanced",  # or none
         "label_smoothing": 0.0,
         "mixup_alpha": 0.0,
-        "loss": "gaussian_nll",  # regression: gaussian_nll | mse
+        "loss": "gaussian_nll",  # regression: gaussian_nll | beta_nll | mse
+        "nll_beta": 0.5,  # beta_nll: each sample's NLL weighted by its detached predicted variance ** beta
         "max_minutes": None,  # wall-clock budget for fitting
         "accelerator": "auto",
         "devices": 1,
@@ -89,7 +90,7 @@ _CHOICES = {
     "train.optimizer": ("adamw", "sgd"),
     "train.scheduler": ("cosine", "onecycle", "plateau", "none"),
     "train.class_weights": ("balanced", "none"),
-    "train.loss": ("gaussian_nll", "mse"),
+    "train.loss": ("gaussian_nll", "beta_nll", "mse"),
     "train.precision": ("auto", "32", "bf16-mixed", "16-mixed", "64"),
     "data.cache": ("none", "memory"),
     "data.on_bad_file": ("error", "skip"),
@@ -109,6 +110,7 @@ _NON_NEGATIVE = (
     "train.warmup_epochs",
     "train.label_smoothing",
     "train.mixup_alpha",
+    "train.nll_beta",
     "train.early_stopping_patience",
     "data.workers",
     "train.seed",
@@ -152,6 +154,8 @@ def validate_config(config: dict[str, Any]) -> None:
             raise ConfigError(key, f"must be {'> 0' if key in _POSITIVE else '>= 0'}, got {value}")
     if not 0 <= config["train"]["ema_decay"] < 1:
         raise ConfigError("train.ema_decay", f"must be in [0, 1), got {config['train']['ema_decay']}")
+    if not 0 <= config["train"]["nll_beta"] <= 1:
+        raise ConfigError("train.nll_beta", f"must be in [0, 1], got {config['train']['nll_beta']}")
     if not 0 <= config["train"]["label_smoothing"] < 1:
         raise ConfigError("train.label_smoothing", "must be in [0, 1)")
     data = config["data"]

@@ -97,7 +97,13 @@ class LensingModule(L.LightningModule):
         mean, var = self.net.split_regression(out.float())
         if self.cfg["loss"] == "mse":
             return F.mse_loss(mean, y)
-        return F.gaussian_nll_loss(mean, y, var, full=True)
+        nll = F.gaussian_nll_loss(mean, y, var, full=True, reduction="none")
+        if self.cfg["loss"] == "beta_nll":
+            # Seitzer et al. 2022: weighting by var**beta (no gradient) keeps samples the network
+            # calls uncertain from being ignored by the mean; beta = 0 is the plain NLL, 1 the MSE
+            # gradient for the mean.
+            nll = nll * var.detach() ** self.cfg["nll_beta"]
+        return nll.mean()
 
     def training_step(self, batch, batch_idx):
         x, soft = batch["image"], None
