@@ -306,3 +306,34 @@ def test_beta_nll_weights_each_sample_by_its_variance_to_the_power_beta(beta):
         assert losses["beta_nll"] == pytest.approx(losses["gaussian_nll"])
     with pytest.raises(ConfigError, match=r"^train.nll_beta: must be in \[0, 1\]"):
         resolve_config({"data": {"simulate": TINY_SIM}}, ["train.nll_beta=2"])
+
+
+def test_sigma_scaling_fits_the_validation_errors_and_old_checkpoints_load():
+    from deeplense.train.module import LensingModule
+
+    regression = {"task": "regression", "data": {"simulate": TINY_SIM, "targets": ["substructure.log10_m_a"]}}
+    train = resolve_config(regression)["train"]
+    contract = {
+        "task": "regression",
+        "targets": ["t"],
+        "target_units": ["dex"],
+        "target_std": [2.0],
+        "in_chans": 1,
+        "img_size": 16,
+        "model": {"name": "small_cnn", "kwargs": {}},
+    }
+    module = LensingModule(contract, train)
+    old_state = {k: v for k, v in module.state_dict().items() if k != "sigma_scale"}
+    rng = np.random.default_rng(0)
+    mean, sigma = rng.normal(size=(4000, 1)), np.full((4000, 1), 0.5)
+    got = {"mean": mean, "sigma": sigma, "target": mean + rng.normal(0, 1.5, size=(4000, 1))}
+    # errors three times the predicted sigma: the fitted factor is 3, and a second fit keeps it
+    assert np.allclose(module._recalibrate(got), 1.5, rtol=0.05)
+    assert module.sigma_scale.item() == pytest.approx(3.0, rel=0.05)
+    got["sigma"] = sigma * module.sigma_scale.item()
+    module._recalibrate(got)
+    assert module.sigma_scale.item() == pytest.approx(3.0, rel=0.05)
+    out = torch.tensor([[0.0, np.log(0.25)]])  # normalised mean 0, variance 0.25
+    assert module._decode(out)["sigma"].item() == pytest.approx(0.5 * 2.0 * module.sigma_scale.item())
+    module.load_state_dict(old_state)  # a checkpoint from before sigma scaling
+    assert module.sigma_scale.item() == 1.0

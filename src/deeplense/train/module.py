@@ -35,6 +35,12 @@ def ema_update(decay: float):
     return update
 
 
+def _default_sigma_scale(state_dict, prefix, *args) -> None:
+    """Checkpoints written before sigma scaling existed load with a scale of one."""
+    if f"{prefix}target_std" in state_dict and f"{prefix}sigma_scale" not in state_dict:
+        state_dict[f"{prefix}sigma_scale"] = torch.ones_like(state_dict[f"{prefix}target_std"])
+
+
 def monitor_of(task: str) -> tuple[str, str]:
     """(metric, mode) used for checkpoints, early stopping and tuning."""
     return ("val_auc_macro", "max") if task == "classification" else ("val_mae", "min")
@@ -57,6 +63,9 @@ class LensingModule(L.LightningModule):
         self.register_buffer("class_weight", torch.tensor(weights, dtype=torch.float32) if weights else None)
         self.register_buffer("target_mean", torch.tensor(contract.get("target_mean") or [0.0]))
         self.register_buffer("target_std", torch.tensor(contract.get("target_std") or [1.0]))
+        # factor on the predicted sigma, fitted on the validation split (see _recalibrate)
+        self.register_buffer("sigma_scale", torch.ones_like(self.target_std))
+        self._register_load_state_dict_pre_hook(_default_sigma_scale)
         self.ema = None
         if train["ema_decay"] > 0:  # exponential moving average of weights and BatchNorm statistics
             self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(train["ema_decay"]), use_buffers=True)
@@ -79,7 +88,8 @@ class LensingModule(L.LightningModule):
         if self.task == "classification":
             return {"probs": out.softmax(-1)}
         mean, var = self.net.split_regression(out)
-        return {"mean": mean * self.target_std + self.target_mean, "sigma": var.sqrt() * self.target_std}
+        sigma = var.sqrt() * self.target_std * self.sigma_scale
+        return {"mean": mean * self.target_std + self.target_mean, "sigma": sigma}
 
     # -------------------------------------------------------------------------------- loss
     def _loss(
@@ -165,11 +175,24 @@ class LensingModule(L.LightningModule):
             elif "auc" in m:
                 out[f"{stage}_auc_macro"] = m["auc"]
             return out
+        if stage == "val" and self.cfg.get("recalibrate", False):
+            got["sigma"] = self._recalibrate(got)
         m = regression_metrics(
             got["mean"], got["sigma"], got["target"], self.contract["targets"], self.contract["target_units"]
         )
         first = m[self.contract["targets"][0]]
         return {f"{stage}_mae": first["mae"], f"{stage}_coverage_68": first["coverage_68"]}
+
+    def _recalibrate(self, got: dict[str, np.ndarray]) -> np.ndarray:
+        """Sigma scaling (Laves et al. 2020): set ``sigma_scale`` per target to the factor that
+        maximises the Gaussian likelihood of these validation predictions, sqrt(mean(z**2)) of the
+        unscaled standardised errors; saved with the checkpoint of this epoch. Returns the
+        rescaled sigma."""
+        current = self.sigma_scale.cpu().numpy()
+        raw = got["sigma"] / current
+        scale = np.sqrt(np.mean(((got["target"] - got["mean"]) / raw) ** 2, axis=0))
+        self.sigma_scale.copy_(torch.as_tensor(scale, dtype=self.sigma_scale.dtype))
+        return raw * scale
 
     def on_validation_epoch_end(self):
         for k, v in self._epoch_metrics("val").items():
