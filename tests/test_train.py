@@ -277,22 +277,21 @@ def test_training_on_a_folder_with_bad_files_stops_or_skips_them(tmp_path):
     assert len(split) == 24 and not split["key"].str.contains("nan.npy").any()
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
-def test_beta_nll_weights_each_sample_by_its_variance_to_the_power_beta(beta):
+def _regression_module(*overrides: str, **contract):
+    """A LensingModule for one regression target named ``t`` (16x16 single-band images)."""
     from deeplense.train.module import LensingModule
 
     regression = {"task": "regression", "data": {"simulate": TINY_SIM, "targets": ["substructure.log10_m_a"]}}
-    train = resolve_config(regression, [f"train.nll_beta={beta}"])["train"]
-    contract = {
-        "task": "regression",
-        "targets": ["t"],
-        "in_chans": 1,
-        "img_size": 16,
-        "model": {"name": "small_cnn", "kwargs": {}},
-    }
+    train = resolve_config(regression, list(overrides))["train"]
+    base = {"task": "regression", "targets": ["t"], "target_units": ["dex"], "in_chans": 1, "img_size": 16}
+    return LensingModule({**base, "model": {"name": "small_cnn", "kwargs": {}}, **contract}, train)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_beta_nll_weights_each_sample_by_its_variance_to_the_power_beta(beta):
     losses = {}
     for name in ("gaussian_nll", "beta_nll"):
-        module = LensingModule(contract, {**train, "loss": name})
+        module = _regression_module(f"train.nll_beta={beta}", f"train.loss={name}")
         var = torch.tensor([[0.01], [1.0], [25.0]])
         out = torch.cat([torch.zeros(3, 1), var.log()], 1).requires_grad_()
         y = torch.tensor([1.0, 1.0, 1.0])[:, None]
@@ -309,20 +308,7 @@ def test_beta_nll_weights_each_sample_by_its_variance_to_the_power_beta(beta):
 
 
 def test_sigma_scaling_fits_the_validation_errors_and_old_checkpoints_load():
-    from deeplense.train.module import LensingModule
-
-    regression = {"task": "regression", "data": {"simulate": TINY_SIM, "targets": ["substructure.log10_m_a"]}}
-    train = resolve_config(regression)["train"]
-    contract = {
-        "task": "regression",
-        "targets": ["t"],
-        "target_units": ["dex"],
-        "target_std": [2.0],
-        "in_chans": 1,
-        "img_size": 16,
-        "model": {"name": "small_cnn", "kwargs": {}},
-    }
-    module = LensingModule(contract, train)
+    module = _regression_module(target_std=[2.0])
     old_state = {k: v for k, v in module.state_dict().items() if k != "sigma_scale"}
     rng = np.random.default_rng(0)
     mean, sigma = rng.normal(size=(4000, 1)), np.full((4000, 1), 0.5)

@@ -57,8 +57,8 @@ DEFAULTS: dict[str, Any] = {
         "label_smoothing": 0.0,
         "mixup_alpha": 0.0,
         "loss": "gaussian_nll",  # regression: gaussian_nll | beta_nll | mse
-        "nll_beta": 0.5,
-        "recalibrate": True,  # regression: scale the predicted sigma to fit the validation split each epoch  # beta_nll: each sample's NLL weighted by its detached predicted variance ** beta
+        "nll_beta": 0.5,  # beta_nll: each sample's NLL weighted by its detached predicted variance ** beta
+        "recalibrate": True,  # regression: scale the predicted sigma to fit the validation split each epoch
         "max_minutes": None,  # wall-clock budget for fitting
         "accelerator": "auto",
         "devices": 1,
