@@ -104,10 +104,22 @@ def test_counter_rng_is_splitmix64():
     assert [b & mask for b in bits] == [reference(key, i) for i in range(8)]
 
 
+# Noise scheme 2 runs in the compiled kernels on CPU; "2-torch" is its torch twin (the GPU path).
+SCHEMES = [1, 2, "2-torch"]
+
+
+def _scheme(scheme, monkeypatch) -> int:
+    if scheme == "2-torch":
+        monkeypatch.setenv("DEEPLENSE_KERNELS", "0")
+        return 2
+    return scheme
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("lam", [0.2, 3.0, 9.5, 12.0, 150.0, 2.0e4])
-def test_poisson_sampler_matches_the_poisson_law(lam):
+def test_poisson_sampler_matches_the_poisson_law(lam, scheme, monkeypatch):
     keys = torch.arange(200, dtype=torch.int64) * 104729 + 17
-    draws = R.poisson(keys, torch.full((200, 500), lam)).numpy().ravel()
+    draws = R.poisson(keys, torch.full((200, 500), lam), scheme=_scheme(scheme, monkeypatch)).numpy().ravel()
     assert np.array_equal(draws, np.round(draws)) and draws.min() >= 0
     lo, hi = stats.poisson.ppf([1e-4, 1 - 1e-4], lam)
     edges = np.unique(np.concatenate([[lo], np.quantile(draws, np.linspace(0, 1, 12))[1:-1].round(), [hi + 1]]))
@@ -119,29 +131,37 @@ def test_poisson_sampler_matches_the_poisson_law(lam):
     assert stats.chi2.sf(chi2, len(observed) - 1) > 1e-3
 
 
-def test_poisson_variate_depends_only_on_key_column_and_mean():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_poisson_variate_depends_only_on_key_column_and_mean(scheme, monkeypatch):
     """Each regime runs on its own elements only (and the inversion drops finished ones as it goes):
     a mixed array must give every element the variate it gets in an array of its own mean."""
+    scheme = _scheme(scheme, monkeypatch)
     keys = torch.arange(30, dtype=torch.int64) * 7919 + 3
     regime = torch.rand(30, 400, generator=torch.Generator().manual_seed(0))
     lam = torch.where(regime < 0.3, 0.0, torch.where(regime < 0.7, 6.5, 48.0)).double()
-    mixed = R.poisson(keys, lam)
+    mixed = R.poisson(keys, lam, scheme=scheme)
     for value in (0.0, 6.5, 48.0):
-        alone = R.poisson(keys, torch.full_like(lam, value))
+        alone = R.poisson(keys, torch.full_like(lam, value), scheme=scheme)
         assert torch.equal(mixed[lam == value], alone[lam == value])
 
 
-def test_normal_sampler_is_standard_normal():
-    z = R.normal(torch.arange(50, dtype=torch.int64) + 99, 2000, dtype=torch.float64).numpy().ravel()
-    assert stats.kstest(z, "norm").pvalue > 1e-3
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_normal_sampler_is_standard_normal(scheme, monkeypatch):
+    keys = torch.arange(50, dtype=torch.int64) + 99
+    z = R.normal(keys, 2001, dtype=torch.float64, scheme=_scheme(scheme, monkeypatch)).numpy()
+    assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+    # the two members of a pair (scheme 2) are independent, as are neighbouring pixels in scheme 1
+    assert abs(stats.pearsonr(z[:, 0:-1:2].ravel(), z[:, 1::2].ravel())[0]) < 4 / math.sqrt(z.size / 2)
 
 
-def test_deeplense_counts_noise_statistics():
+@pytest.mark.parametrize("generator", [1, 2])
+def test_deeplense_counts_noise_statistics(generator):
     """Poisson(t (m + n_phot + n_bkg)) has mean t m and variance 2 t m + (t sigma_bkg)^2."""
     config = load_preset("model_i")
     config["instrument"]["size"] = 24
     config["instrument"]["pixel_scale"] = 0.15
     config["instrument"]["bands"][0]["noise"]["params"]["exposure_time"] = 2000.0
+    config["instrument"]["bands"][0]["noise"]["options"]["generator"] = generator
     sim = Simulator(config, dtype=torch.float64)
     samples = [sim.sample(s, 0) for s in range(400)]
     model = sim.render(samples, noise=False).numpy()
@@ -157,13 +177,15 @@ def test_deeplense_counts_noise_statistics():
     assert z.var() == pytest.approx(1.0, abs=5 * math.sqrt(2 / z.size))
 
 
-def test_ccd_noise_statistics_match_lenstronomy_formula():
+@pytest.mark.parametrize("generator", [1, 2])
+def test_ccd_noise_statistics_match_lenstronomy_formula(generator):
     from lenstronomy.SimulationAPI.observation_api import SingleBand
 
     from deeplense.sim.instruments import observing_preset
 
     config = load_preset("model_iii")
     config["instrument"]["size"] = 40
+    config["instrument"]["bands"][0]["noise"].setdefault("options", {})["generator"] = generator
     sim = Simulator(config, dtype=torch.float64)
     samples = [sim.sample(s, 0) for s in range(300)]
     model = sim.render(samples, noise=False).numpy()

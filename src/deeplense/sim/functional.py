@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from deeplense.sim import kernels
+
 __all__ = [
     "pixel_grid",
     "ellipticity_to_phi_q",
@@ -332,6 +334,8 @@ def gaussian_blur(images: Tensor, sigma_px: float, truncation: float = 4.0) -> T
     radius = len(taps) // 2
     lead = images.shape[:-2]
     h, w = images.shape[-2:]
+    if kernels.enabled(images):
+        return kernels.gaussian_blur(images.reshape(-1, h, w), taps).reshape(*lead, h, w)
     out = images.reshape(-1, 1, h, w)
     for dim in (-1, -2):
         pad = (radius, radius, 0, 0) if dim == -1 else (0, 0, radius, radius)

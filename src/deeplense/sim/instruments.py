@@ -47,7 +47,24 @@ def observing_preset(name: str) -> dict[str, Any]:
 
 
 class NoiseModel(Component):
-    """Adds noise to noiseless images ``(B, N)`` given per-image parameters and noise keys."""
+    """Adds noise to noiseless images ``(B, N)`` given per-image parameters and noise keys.
+
+    Option ``generator`` picks the counter-based noise scheme (:mod:`deeplense.sim.random`): 2, the
+    default, or 1, which data sets written before scheme 2 existed record implicitly (their
+    ``config.yaml`` has no ``generator``; :func:`deeplense.sim.writer.resolved_sim` reads them as 1).
+    """
+
+    options = {"generator": 2}
+
+    def validate(self):
+        super().validate()
+        if "generator" in self.options and self.settings["generator"] not in R.SCHEMES:
+            raise ConfigError(f"{self.where}.options.generator", f"expected one of {R.SCHEMES}")
+
+    @property
+    def scheme(self) -> int:
+        """The noise scheme of :mod:`deeplense.sim.random` this model draws with."""
+        return int(self.settings["generator"])
 
     @property
     def pixel_unit(self) -> str:
@@ -67,6 +84,7 @@ class NoNoise(NoiseModel):
     """Noiseless images in flux units per pixel."""
 
     kind = "none"
+    options = {}
 
     def apply(self, model, p, keys, pixel_scale):
         return model
@@ -80,6 +98,7 @@ class DeepLenseCounts(NoiseModel):
     ``n_bkg ~ N(0, background_rms)``: photon noise enters twice (pixel variance about
     ``2 C + (background_rms t)^2`` for expected counts C), as in the released data. Option
     ``double_poisson: false`` drops the Gaussian photon term (a single, physical Poisson draw).
+    Scheme 2 draws the two independent Gaussians as one of the summed variance (the same law).
     """
 
     kind = "deeplense_counts"
@@ -88,10 +107,18 @@ class DeepLenseCounts(NoiseModel):
         Param("exposure_time", "s", 1e-3, 1e7, None, "exposure time t"),
         Param("background_rms", "flux/pixel", 0, 1e6, 0.01, "Gaussian background sigma"),
     )
-    options = {"double_poisson": True}
+    options = {**NoiseModel.options, "double_poisson": True}
 
     def apply(self, model, p, keys, pixel_scale):
         t, n = p["exposure_time"], model.shape[1]
+        if self.scheme == 2:
+            variance = p["background_rms"] ** 2
+            if self.settings["double_poisson"]:
+                variance = variance + model.abs() / t
+            z = R.normal(R.stream_key(keys, 0), n, dtype=model.dtype, scheme=2)
+            return R.poisson(R.stream_key(keys, 2), (t * (model + z * torch.sqrt(variance))).clamp(min=0), scheme=2).to(
+                model.dtype
+            )
         signal = model + R.normal(R.stream_key(keys, 1), n, dtype=model.dtype) * p["background_rms"]
         if self.settings["double_poisson"]:
             signal = signal + R.normal(R.stream_key(keys, 0), n, dtype=model.dtype) * torch.sqrt(model.abs() / t)
@@ -122,7 +149,7 @@ class CCDNoise(NoiseModel):
         Param("read_noise", "e-", 0, 1e4, None, "read noise per exposure"),
         Param("ccd_gain", "e-/ADU", 0.01, 100, 1.0, "gain (used for ADU output only)"),
     )
-    options = {"approximation": "gaussian", "released_files": False, "unit": "e-"}
+    options = {**NoiseModel.options, "approximation": "gaussian", "released_files": False, "unit": "e-"}
 
     @property
     def pixel_unit(self) -> str:
@@ -146,12 +173,13 @@ class CCDNoise(NoiseModel):
             if self.settings["approximation"] == "gaussian":
                 sigma_bkg = torch.sqrt(read_var + t_tot * sky) / t_tot
                 sigma_src = torch.sqrt(model.clamp(min=0) * t_tot) / t_tot
-                z_bkg = R.normal(R.stream_key(keys, 0), n, dtype=model.dtype)
-                z_src = R.normal(R.stream_key(keys, 1), n, dtype=model.dtype)
+                z_bkg = R.normal(R.stream_key(keys, 0), n, dtype=model.dtype, scheme=self.scheme)
+                z_src = R.normal(R.stream_key(keys, 1), n, dtype=model.dtype, scheme=self.scheme)
                 image = model + z_bkg * sigma_bkg + z_src * sigma_src
             else:
-                counts = R.poisson(R.stream_key(keys, 2), (model.clamp(min=0) + sky) * t_tot).to(model.dtype)
-                read = R.normal(R.stream_key(keys, 0), n, dtype=model.dtype) * torch.sqrt(read_var)
+                lam = (model.clamp(min=0) + sky) * t_tot
+                counts = R.poisson(R.stream_key(keys, 2), lam, scheme=self.scheme).to(model.dtype)
+                read = R.normal(R.stream_key(keys, 0), n, dtype=model.dtype, scheme=self.scheme) * torch.sqrt(read_var)
                 image = (counts - sky * t_tot + read) / t_tot
         if self.settings["unit"] == "ADU":
             image = image / p["ccd_gain"]

@@ -8,6 +8,21 @@ positions: ``mix64(key + (counter + 1) * golden)``.
 
 Poisson variates use the transformed rejection method PTRS (Hoermann 1993, the algorithm numpy uses)
 for means >= 10 and sequential inversion below.
+
+Two schemes exist; data sets record which one made them (the noise models' ``generator`` option),
+so that every stored image can be regenerated:
+
+- scheme 1: every uniform takes the top 53 (float64) bits of its own 64-bit draw; Box-Muller
+  keeps one of its two outputs; the two Poisson regimes use separate streams.
+- scheme 2 (the default since the compiled kernels): a 64-bit draw gives two 32-bit uniforms;
+  normals come in pairs from Marsaglia's polar method (pair ``j`` of an image with ``m`` pairs
+  takes draw ``t m + j`` for its attempt ``t``, giving pixels ``2j`` and ``2j + 1``); Poisson uses one
+  stream, pixel ``p`` of an ``n``-pixel image taking draw ``t n + p`` for its attempt ``t`` (the
+  inversion search uses the first half of attempt 0; PTRS attempt ``t`` both halves as ``U + 1/2``
+  and ``V``). On CPU it runs in :mod:`deeplense.sim.kernels` (fewer draws, no trigonometry, one
+  pass per pixel); the torch code here is its reference and the path on other devices (their
+  ``log`` and ``exp`` may round differently in the last bit, so CPU and GPU agree to float
+  rounding, not bit for bit).
 """
 
 from __future__ import annotations
@@ -17,7 +32,10 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["mix64", "uniform", "normal", "poisson", "stream_key"]
+__all__ = ["mix64", "uniform", "normal", "poisson", "stream_key", "SCHEMES"]
+
+#: The noise schemes (see the module docstring); data sets without a record used scheme 1.
+SCHEMES = (1, 2)
 
 
 def _to_signed(value: int) -> int:
@@ -77,19 +95,67 @@ def _uniform53(keys: Tensor, counters: Tensor) -> Tensor:
     return _top_bits_as(_mix64_(keys + counters * _GOLDEN), 53, torch.float64)
 
 
-def normal(keys: Tensor, n: int, *, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``(len(keys), n)`` standard normal variates (Box-Muller)."""
+def _halves(bits: Tensor) -> tuple[Tensor, Tensor]:
+    """The high and low 32 bits of 64-bit patterns as float64 uniforms ``(h + 0.5) * 2**-32`` in
+    the open interval (0, 1) (scheme 2)."""
+    high = torch.bitwise_right_shift(bits, 32).bitwise_and_(0xFFFFFFFF).to(torch.float64)
+    low = bits.bitwise_and_(0xFFFFFFFF).to(torch.float64)
+    return high.add_(0.5).mul_(2.0**-32), low.add_(0.5).mul_(2.0**-32)
+
+
+def _check_scheme(scheme: int) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown noise scheme {scheme!r}; known: {SCHEMES}")
+
+
+def normal(keys: Tensor, n: int, *, dtype: torch.dtype = torch.float32, scheme: int = 1) -> Tensor:
+    """``(len(keys), n)`` standard normal variates (Box-Muller) of noise scheme ``scheme``."""
+    _check_scheme(scheme)
+    if scheme == 2:
+        return _normal_pairs(keys, n, dtype)
     u = uniform(keys, 2 * n, dtype=torch.float64)
     radius = u[:, :n].log().mul_(-2.0).sqrt_()
     return radius.mul_((2 * math.pi * u[:, n:]).cos_()).to(dtype)
 
 
-def poisson(keys: Tensor, lam: Tensor) -> Tensor:
-    """Poisson variates with means ``lam`` of shape ``(len(keys), n)``, returned as float64.
+def _normal_pairs(keys: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    """Scheme 2 normals: draw ``j`` gives pixels ``2j`` (cosine) and ``2j + 1`` (sine)."""
+    from deeplense.sim import kernels
+
+    if kernels.enabled(keys):
+        return kernels.normal_pairs(keys, n, dtype)
+    m = (n + 1) // 2
+    pairs = torch.empty(len(keys) * m, 2, dtype=torch.float64, device=keys.device)
+    todo = torch.arange(len(keys) * m, device=keys.device)
+    key, index = keys.repeat_interleave(m), torch.arange(m, device=keys.device).repeat(len(keys))
+    for attempt in range(64):  # Marsaglia's polar method; rejected pairs try the next draw
+        u, v = _halves(_mix64_(key + (index + attempt * m + 1) * _GOLDEN))
+        u.mul_(2.0).sub_(1.0)
+        v.mul_(2.0).sub_(1.0)
+        s = u * u + v * v
+        ok = s < 1.0
+        s = s[ok]
+        factor = torch.log(s).mul_(-2.0).div_(s).sqrt_()
+        pairs[todo[ok]] = torch.stack((u[ok] * factor, v[ok] * factor), dim=-1)
+        todo, key, index = todo[~ok], key[~ok], index[~ok]
+        if todo.numel() == 0:
+            return pairs.reshape(len(keys), 2 * m)[:, :n].to(dtype)
+    raise RuntimeError("normal: the polar method did not converge")  # probability below 1e-40
+
+
+def poisson(keys: Tensor, lam: Tensor, *, scheme: int = 1) -> Tensor:
+    """Poisson variates with means ``lam`` of shape ``(len(keys), n)``, returned as float64, of
+    noise scheme ``scheme``.
 
     Negative or NaN means are an error; zero means give zero. Each regime (inversion below 10,
     PTRS above) runs only on the elements that belong to it.
     """
+    _check_scheme(scheme)
+    if scheme == 2:
+        from deeplense.sim import kernels
+
+        if kernels.enabled(keys):
+            return kernels.poisson(keys, lam.to(torch.float64))
     if not torch.isfinite(lam).all() or (lam < 0).any():
         raise ValueError("poisson: means must be finite and >= 0")
     batch, n = lam.shape
@@ -102,14 +168,15 @@ def poisson(keys: Tensor, lam: Tensor) -> Tensor:
     ):
         if idx.numel():
             rows = torch.div(idx, n, rounding_mode="floor")
-            out[idx] = sampler(stream_key(keys, stream)[rows], idx - rows * n, n, flat[idx])
+            key = keys[rows] if scheme == 2 else stream_key(keys, stream)[rows]
+            out[idx] = sampler(key, idx - rows * n, n, flat[idx], scheme)
     return out.reshape(batch, n)
 
 
-def _poisson_inversion(key: Tensor, col: Tensor, n: int, mean: Tensor) -> Tensor:
+def _poisson_inversion(key: Tensor, col: Tensor, n: int, mean: Tensor, scheme: int) -> Tensor:
     """Sequential CDF search for means below 10; element ``col`` of a row uses counter ``col + 1``
     of the row's key. Finished elements are dropped from the search every few steps."""
-    u = _uniform53(key, col + 1)
+    u = _uniform53(key, col + 1) if scheme == 1 else _halves(_mix64_(key + (col + 1) * _GOLDEN))[0]
     p = torch.exp(-mean)
     cdf = p.clone()
     k = torch.zeros_like(mean)
@@ -124,19 +191,27 @@ def _poisson_inversion(key: Tensor, col: Tensor, n: int, mean: Tensor) -> Tensor
             out[active] = k
             active, u, p, cdf, k, mean, above = (t[keep] for t in (active, u, p, cdf, k, mean, above))
         k += above
-        p.mul_(mean).div_(step)
+        if scheme == 1:
+            p.mul_(mean).div_(step)
+        else:
+            p.mul_(mean / step)
         cdf += p
     out[active] = k
     return out
 
 
-def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor) -> tuple[Tensor, Tensor]:
+def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor, scheme: int) -> tuple[Tensor, Tensor]:
     """One PTRS proposal for each element of the flat arrays ``key, col, lam``; returns
-    (candidate, accepted). Attempt ``t`` of column ``col`` uses counters ``2 (t n + col) + 1``
-    and ``+ 1`` of the row's key. The expensive log test runs only where the quick test fails."""
-    counter = (col + attempt * n).mul_(2).add_(1)
-    U = _uniform53(key, counter).sub_(0.5)
-    V = _uniform53(key, counter.add_(1))
+    (candidate, accepted). In scheme 1, attempt ``t`` of column ``col`` uses counters
+    ``2 (t n + col) + 1`` and ``+ 1`` of the row's key; in scheme 2 both halves of counter
+    ``t n + col + 1``. The expensive log test runs only where the quick test fails."""
+    if scheme == 1:
+        counter = (col + attempt * n).mul_(2).add_(1)
+        U = _uniform53(key, counter).sub_(0.5)
+        V = _uniform53(key, counter.add_(1))
+    else:
+        U, V = _halves(_mix64_(key + (col + attempt * n + 1) * _GOLDEN))
+        U.sub_(0.5)
     b = torch.sqrt(lam).mul_(2.53).add_(0.931)
     a = (0.02483 * b).add_(-0.059)
     us = U.abs().neg_().add_(0.5)
@@ -152,15 +227,15 @@ def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor) -
     return k, accepted
 
 
-def _poisson_ptrs(key: Tensor, col: Tensor, n: int, lam: Tensor) -> Tensor:
+def _poisson_ptrs(key: Tensor, col: Tensor, n: int, lam: Tensor, scheme: int) -> Tensor:
     """PTRS for means >= 10; retries only where a proposal was rejected."""
-    k, accepted = _ptrs_attempt(key, col, 0, n, lam)
+    k, accepted = _ptrs_attempt(key, col, 0, n, lam, scheme)
     result = torch.where(accepted, k, torch.full_like(k, float("nan")))
     todo = torch.nonzero(~accepted, as_tuple=True)[0]
     for attempt in range(1, 64):
         if todo.numel() == 0:
             return result
-        k, ok = _ptrs_attempt(key[todo], col[todo], attempt, n, lam[todo])
+        k, ok = _ptrs_attempt(key[todo], col[todo], attempt, n, lam[todo], scheme)
         result[todo[ok]] = k[ok]
         todo = todo[~ok]
     raise RuntimeError("poisson: PTRS did not converge")  # probability below 1e-60

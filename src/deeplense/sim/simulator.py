@@ -30,7 +30,10 @@ from torch import Tensor
 from deeplense.config import ConfigError, check_keys
 from deeplense.seeding import image_rng, noise_key
 from deeplense.sim import functional as F
-from deeplense.sim import halo_populations  # noqa: F401  (registers cdm, wdm, sidm)
+from deeplense.sim import (
+    halo_populations,  # noqa: F401  (registers cdm, wdm, sidm)
+    kernels,
+)
 from deeplense.sim import random as R
 from deeplense.sim.components import Column, Component, batch_params
 from deeplense.sim.cosmology import LensingContext
@@ -331,6 +334,9 @@ class Simulator:
             ax_part, ay_part = ax[lo : lo + len(part)], ay[lo : lo + len(part)]
             for profile, deflect in _SUBHALO_DEFLECTIONS.items():
                 rows, counts = self._padded(part, profile)
+                if profile == "point_mass" and kernels.enabled(x):
+                    kernels.add_point_masses(x, y, rows, counts, ax_part, ay_part)
+                    continue
                 for k in range(rows.shape[1]):
                     images = torch.nonzero(counts > k).squeeze(1)
                     dx, dy = deflect(x, y, [rows[images, k, j : j + 1] for j in range(rows.shape[2])])

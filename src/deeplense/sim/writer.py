@@ -15,6 +15,7 @@ command again writes the missing ones without losing or duplicating an image.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -253,7 +254,8 @@ def write_dataset(
     resolved = {**sim.to_yaml(), "dataset": plan.to_yaml()}
     config_file = root / "config.yaml"
     if config_file.exists():
-        existing = load_yaml(config_file)
+        stored = load_yaml(config_file)
+        existing = {**resolved_sim(stored), "dataset": stored.get("dataset")}
         diff = _first_difference(existing, json.loads(json.dumps(resolved)))
         if diff:
             raise ConfigError(diff, f"{root} holds a different data set (this key differs); use another --out")
@@ -302,8 +304,16 @@ def write_dataset(
 
 
 def resolved_sim(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The simulation part of a resolved data-set config."""
-    return {k: v for k, v in resolved.items() if k != "dataset"}
+    """The simulation part of a resolved (stored) data-set config. Noise nodes that do not record
+    their ``generator`` were written before noise scheme 2 existed and get scheme 1."""
+    sim = copy.deepcopy({k: v for k, v in resolved.items() if k != "dataset"})
+    for band in (sim.get("instrument") or {}).get("bands") or []:
+        noise = band.get("noise") if isinstance(band, dict) else None
+        if isinstance(noise, dict) and noise.get("kind", "none") != "none":
+            options = noise.setdefault("options", {}) or {}
+            options.setdefault("generator", 1)
+            noise["options"] = options
+    return sim
 
 
 def _run_jobs(jobs: list[dict[str, Any]], workers: int, scheduler: str | None) -> Iterator[int]:

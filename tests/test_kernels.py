@@ -1,0 +1,163 @@
+"""The compiled CPU kernels against their torch twins, and noise scheme 2 against its definition."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deeplense.sim import Simulator, load_preset
+from deeplense.sim import functional as F
+from deeplense.sim import random as R
+from deeplense.sim.writer import resolved_sim
+
+MASK = (1 << 64) - 1
+
+
+def _splitmix(key: int, counter: int) -> int:
+    """SplitMix64 of ``key`` at 1-based ``counter``, in Python integers (the definition)."""
+    z = (key + counter * 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def _halves(bits: int) -> tuple[float, float]:
+    return ((bits >> 32) + 0.5) * 2.0**-32, ((bits & 0xFFFFFFFF) + 0.5) * 2.0**-32
+
+
+def _without_kernels(monkeypatch, fn, *args, **kwargs):
+    with monkeypatch.context() as m:
+        m.setenv("DEEPLENSE_KERNELS", "0")
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("label,closed_form", [(1, False), (2, False), (2, True)])
+def test_kernel_render_is_bit_identical_to_torch(label, closed_form, dtype, monkeypatch):
+    """Point-mass sums and the Gaussian PSF: same arithmetic in the same order, so the images
+    written before the kernels existed are still regenerated exactly."""
+    config = load_preset("model_i")
+    config["instrument"]["size"] = 37  # odd, and not a multiple of any vector width
+    config["instrument"]["pixel_scale"] = 0.2
+    config["classes"]["axion"]["options"]["closed_form"] = closed_form
+    sim = Simulator(config, dtype=dtype)
+    samples = [sim.sample(100 + i, label) for i in range(5)]
+    with torch.no_grad():
+        fast = sim.render(samples, noise=False)
+        slow = _without_kernels(monkeypatch, sim.render, samples, noise=False)
+    assert fast.abs().max() > 0
+    assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("shape,sigma", [((3, 20, 31), 0.74), ((2, 5, 4), 1.6), ((1, 2, 9), 0.4)])
+def test_kernel_blur_is_bit_identical_to_torch(shape, sigma, monkeypatch):
+    """Including images smaller than the kernel, where edge replication reaches across."""
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(3))
+    fast = F.gaussian_blur(images, sigma, 4.0)
+    slow = _without_kernels(monkeypatch, F.gaussian_blur, images, sigma, 4.0)
+    assert torch.equal(fast, slow)
+    assert not torch.equal(fast, images)
+
+
+def test_scheme2_normals_follow_the_polar_method_definition():
+    """Pair j of an image with m pairs takes draw t m + j at attempt t (1-based counters)."""
+    key, n = 0x0123456789ABCDEF, 11
+    m = (n + 1) // 2
+    expected = []
+    for j in range(m):
+        for attempt in range(64):
+            high, low = _halves(_splitmix(key, attempt * m + j + 1))
+            u, v = 2.0 * high - 1.0, 2.0 * low - 1.0
+            s = u * u + v * v
+            if s < 1.0:
+                factor = math.sqrt(-2.0 * math.log(s) / s)
+                expected += [u * factor, v * factor]
+                break
+    z = R.normal(torch.tensor([key]), n, dtype=torch.float64, scheme=2)[0].numpy()
+    np.testing.assert_allclose(z, expected[:n], rtol=1e-14, atol=1e-15)
+
+
+def _poisson_reference(key: int, p: int, n: int, mean: float) -> float:
+    """Scheme-2 Poisson variate of pixel p (of n) with the given mean, in plain Python."""
+    if mean == 0:
+        return 0.0
+    if mean < 10:
+        u = _halves(_splitmix(key, p + 1))[0]
+        prob = math.exp(-mean)
+        cdf, k = prob, 0
+        while u > cdf:
+            k += 1
+            prob *= mean / k
+            cdf += prob
+        return float(k)
+    b = math.sqrt(mean) * 2.53 + 0.931
+    a = 0.02483 * b - 0.059
+    for attempt in range(64):
+        high, V = _halves(_splitmix(key, attempt * n + p + 1))
+        U = high - 0.5
+        us = 0.5 - abs(U)
+        k = math.floor((2 * a / us + b) * U + mean + 0.43)
+        if us >= 0.07 and V <= -3.6224 / (b - 2) + 0.9277:
+            return float(k)
+        if k < 0 or (us < 0.013 and V > us):
+            continue
+        lhs = math.log(V) + math.log(1.1239 + 1.1328 / (b - 3.4)) - math.log(a / (us * us) + b)
+        if lhs <= -mean + k * math.log(mean) - math.lgamma(k + 1):
+            return float(k)
+    raise AssertionError("no acceptance in 64 attempts")
+
+
+def test_scheme2_poisson_follows_its_definition():
+    key = 987654321987
+    means = [0.0, 0.3, 2.5, 7.0, 9.99, 10.0, 17.5, 60.0, 1234.5] * 3
+    got = R.poisson(torch.tensor([key]), torch.tensor([means], dtype=torch.float64), scheme=2)[0].tolist()
+    assert got == [_poisson_reference(key, p, len(means), mean) for p, mean in enumerate(means)]
+
+
+def test_scheme2_kernels_agree_with_the_torch_twin(monkeypatch):
+    """The twin is the GPU path: same draws, float rounding apart."""
+    keys = torch.tensor([5, -17, 2**62 + 3], dtype=torch.int64)
+    z = R.normal(keys, 4001, dtype=torch.float64, scheme=2)
+    z_twin = _without_kernels(monkeypatch, R.normal, keys, 4001, dtype=torch.float64, scheme=2)
+    torch.testing.assert_close(z, z_twin, rtol=1e-13, atol=1e-13)
+    lam = torch.rand(3, 4000, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 40
+    lam[:, ::7] = 0.0
+    counts = R.poisson(keys, lam, scheme=2)
+    assert torch.equal(counts, _without_kernels(monkeypatch, R.poisson, keys, lam, scheme=2))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf")])
+def test_scheme2_poisson_rejects_bad_means(bad):
+    lam = torch.tensor([[1.0, bad, 3.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        R.poisson(torch.tensor([1]), lam, scheme=2)
+
+
+def test_data_sets_without_a_recorded_generator_regenerate_with_scheme_1():
+    config = load_preset("model_i")
+    config["instrument"]["size"] = 16
+    config["instrument"]["pixel_scale"] = 0.3
+    new = Simulator(config).to_yaml()
+    assert new["instrument"]["bands"][0]["noise"]["options"]["generator"] == 2
+    legacy = copy.deepcopy(new)
+    del legacy["instrument"]["bands"][0]["noise"]["options"]["generator"]
+    assert resolved_sim(legacy)["instrument"]["bands"][0]["noise"]["options"]["generator"] == 1
+    assert resolved_sim(new)["instrument"]["bands"][0]["noise"]["options"]["generator"] == 2
+    old_sim, new_sim = Simulator(resolved_sim(legacy)), Simulator(resolved_sim(new))
+    scheme_1 = copy.deepcopy(config)
+    scheme_1["instrument"]["bands"][0]["noise"]["options"]["generator"] = 1
+    reference = Simulator(scheme_1)
+    old, _ = old_sim.simulate([4, 5], [1, 2])
+    assert np.array_equal(old, reference.simulate([4, 5], [1, 2])[0])
+    assert not np.array_equal(old, new_sim.simulate([4, 5], [1, 2])[0])
+
+
+def test_unknown_generator_is_a_config_error_naming_the_key():
+    from deeplense.config import ConfigError
+
+    config = load_preset("model_i")
+    config["instrument"]["bands"][0]["noise"]["options"]["generator"] = 3
+    with pytest.raises(ConfigError, match=r"noise\.options\.generator"):
+        Simulator(config)
