@@ -90,12 +90,14 @@ def sie_deflection(
     """
     phi, q = ellipticity_to_phi_q(e1, e2)
     cos, sin = torch.cos(phi), torch.sin(phi)
-    xr, yr = _rotate(x - center_x, y - center_y, cos, sin)
     b = theta_E * torch.sqrt(q)
     s = s_scale / torch.sqrt(q)
-    psi = torch.sqrt(q**2 * (s**2 + xr**2) + yr**2)
     # sqrt(1 - q^2) -> 0 for round lenses; atan(e u)/e and atanh(e u)/e stay exact when clamped.
     ecc = torch.sqrt((1 - q**2).clamp(min=0)).clamp(min=1e-6)
+    if kernels.fusable((x, y), (center_x, center_y, cos, sin, s, q, ecc, b)):
+        return kernels.sie_deflection(x, y, center_x, center_y, cos, sin, s, q**2, ecc, b / ecc)
+    xr, yr = _rotate(x - center_x, y - center_y, cos, sin)
+    psi = torch.sqrt(q**2 * (s**2 + xr**2) + yr**2)
     ax = b / ecc * torch.atan(ecc * xr / (psi + s))
     ay = b / ecc * torch.atanh(ecc * yr / (psi + q**2 * s))
     return ax * cos - ay * sin, ax * sin + ay * cos
@@ -258,6 +260,9 @@ def line_segment_deflection(
     segment frame, ``conj(alpha) = theta_E^2 / (2 L) e^{-i angle} [log(w + L) - log(w - L)]``.
     """
     cos, sin = torch.cos(angle), torch.sin(angle)
+    if kernels.fusable((x, y), (center_x, center_y, cos, sin, half_length, theta_E)):
+        lam = theta_E**2 / (2 * half_length)
+        return kernels.line_segment_deflection(x, y, center_x, center_y, cos, sin, half_length, lam)
     u, v = _rotate(x - center_x, y - center_y, cos, sin)
     L = half_length
     tiny = torch.finfo(u.dtype).tiny
@@ -288,8 +293,13 @@ def sersic_elliptical(
     ``amp`` is the surface brightness at ``R_sersic`` (the product-averaged half-light radius).
     """
     smoothing = 1e-4
-    dx, dy = x - center_x, y - center_y
     norm = torch.sqrt((1 - e1**2 - e2**2).abs().clamp(min=1e-6))
+    params = (amp, R_sersic, n_sersic, e1, e2, center_x, center_y)
+    if kernels.fusable((x, y), params):
+        r_sersic, inv_n, neg_bn = R_sersic.clamp(min=smoothing), 1 / n_sersic, -sersic_bn(n_sersic)
+        args = (center_x, center_y, e1, e2, norm, r_sersic, inv_n, neg_bn, amp)
+        return kernels.sersic_elliptical(x, y, *args, smoothing)
+    dx, dy = x - center_x, y - center_y
     xe = ((1 - e1) * dx - e2 * dy) / norm
     ye = (-e2 * dx + (1 + e1) * dy) / norm
     R = torch.sqrt(xe**2 + ye**2).clamp(min=smoothing)

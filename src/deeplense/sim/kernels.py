@@ -20,7 +20,17 @@ import torch
 from numba import njit
 from torch import Tensor
 
-__all__ = ["enabled", "add_point_masses", "gaussian_blur", "normal_pairs", "poisson"]
+__all__ = [
+    "enabled",
+    "fusable",
+    "add_point_masses",
+    "gaussian_blur",
+    "sie_deflection",
+    "line_segment_deflection",
+    "sersic_elliptical",
+    "normal_pairs",
+    "poisson",
+]
 
 
 def enabled(tensor: Tensor) -> bool:
@@ -102,6 +112,187 @@ def gaussian_blur(images: Tensor, taps: list[float]) -> Tensor:
     out = np.empty_like(array)
     _gaussian_blur(array, np.asarray(taps, dtype=array.dtype), out)
     return torch.from_numpy(out)
+
+
+def fusable(coords: tuple[Tensor, ...], params: tuple[Tensor, ...]) -> bool:
+    """Whether a fused profile kernel can take these arguments: kernels enabled, one dtype,
+    coordinates ``(N,)`` or ``(B, N)`` and parameters ``(B, 1)``."""
+    first = coords[0]
+    if not enabled(first) or first.dim() not in (1, 2):
+        return False
+    batch = params[0].shape[0]
+    return all(
+        t.dtype == first.dtype and enabled(t) and t.shape[-1] == first.shape[-1] and t.dim() == first.dim()
+        for t in coords
+    ) and all(t.dtype == first.dtype and enabled(t) and t.shape == (batch, 1) for t in params)
+
+
+def _rows(coord: Tensor, batch: int) -> np.ndarray:
+    """``(B, N)`` numpy view of coordinates given as ``(N,)`` (broadcast, stride 0) or ``(B, N)``."""
+    return (coord.unsqueeze(0).expand(batch, -1) if coord.dim() == 1 else coord).numpy()
+
+
+def _column(param: Tensor) -> np.ndarray:
+    return param.reshape(-1).contiguous().numpy()
+
+
+# The profile kernels leave every transcendental function, and sqrt, to torch: its vectorised
+# versions do not always round like the C library's (sqrt included), and calling them on the same
+# (B, N) tensors as the torch path keeps the results bit for bit equal to it.
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sie_radicand(x, y, cx, cy, cos, sin, s2, q2, out):  # pragma: no cover - compiled
+    for b in range(out.shape[0]):
+        for p in range(out.shape[1]):
+            dx = x[b, p] - cx[b]
+            dy = y[b, p] - cy[b]
+            xr = dx * cos[b] + dy * sin[b]
+            yr = -dx * sin[b] + dy * cos[b]
+            out[b, p] = q2[b] * (s2[b] + xr * xr) + yr * yr
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sie_arguments(x, y, cx, cy, cos, sin, ecc, s, q2s, psi, arg_y):  # pragma: no cover - compiled
+    """Overwrites ``psi`` with the argument of atan."""
+    for b in range(psi.shape[0]):
+        for p in range(psi.shape[1]):
+            dx = x[b, p] - cx[b]
+            dy = y[b, p] - cy[b]
+            xr = dx * cos[b] + dy * sin[b]
+            yr = -dx * sin[b] + dy * cos[b]
+            arg_y[b, p] = ecc[b] * yr / (psi[b, p] + q2s[b])
+            psi[b, p] = ecc[b] * xr / (psi[b, p] + s[b])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rotate_back(scale, cos, sin, ax, ay):  # pragma: no cover - compiled
+    for b in range(ax.shape[0]):
+        for p in range(ax.shape[1]):
+            u = scale[b] * ax[b, p]
+            v = scale[b] * ay[b, p]
+            ax[b, p] = u * cos[b] - v * sin[b]
+            ay[b, p] = u * sin[b] + v * cos[b]
+
+
+def sie_deflection(x, y, cx, cy, cos, sin, s, q2, ecc, scale) -> tuple[Tensor, Tensor]:
+    """The per-pixel arithmetic of :func:`deeplense.sim.functional.sie_deflection` in three fused
+    passes around torch's ``sqrt``, ``atan`` and ``atanh``; ``scale`` is ``b / ecc``, the other
+    parameters as named there, all ``(B, 1)``."""
+    batch = cx.shape[0]
+    xs, ys = _rows(x, batch), _rows(y, batch)
+    cx, cy, cos, sin = (_column(t) for t in (cx, cy, cos, sin))
+    psi = torch.empty(batch, x.shape[-1], dtype=x.dtype)
+    _sie_radicand(xs, ys, cx, cy, cos, sin, _column(s**2), _column(q2), psi.numpy())
+    torch.sqrt_(psi)
+    arg_y = torch.empty_like(psi)
+    _sie_arguments(xs, ys, cx, cy, cos, sin, _column(ecc), _column(s), _column(q2 * s), psi.numpy(), arg_y.numpy())
+    ax, ay = torch.atan_(psi), torch.atanh_(arg_y)
+    _rotate_back(_column(scale), cos, sin, ax.numpy(), ay.numpy())
+    return ax, ay
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _line_terms(x, y, cx, cy, cos, sin, half_length, tiny, ratio, v_out, plus, minus):  # pragma: no cover
+    for b in range(ratio.shape[0]):
+        length = half_length[b]
+        for p in range(ratio.shape[1]):
+            dx = x[b, p] - cx[b]
+            dy = y[b, p] - cy[b]
+            u = dx * cos[b] + dy * sin[b]
+            v = -dx * sin[b] + dy * cos[b]
+            up = u + length
+            um = u - length
+            num = up * up + v * v
+            den = um * um + v * v
+            if num < tiny:
+                num = tiny
+            if den < tiny:
+                den = tiny
+            ratio[b, p] = num / den
+            v_out[b, p] = v
+            plus[b, p] = up
+            minus[b, p] = um
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _line_combine(lam, cos, sin, log_ratio, angle_plus, angle_minus):  # pragma: no cover - compiled
+    """Overwrites ``log_ratio`` and ``angle_plus`` with the deflection's x and y components."""
+    half = np.full(1, 0.5, log_ratio.dtype)[0]  # a literal 0.5 would promote float32 to float64
+    for b in range(log_ratio.shape[0]):
+        for p in range(log_ratio.shape[1]):
+            lr = half * log_ratio[b, p]
+            diff = angle_plus[b, p] - angle_minus[b, p]
+            log_ratio[b, p] = lam[b] * (lr * cos[b] + diff * sin[b])
+            angle_plus[b, p] = lam[b] * (lr * sin[b] - diff * cos[b])
+
+
+def line_segment_deflection(x, y, cx, cy, cos, sin, half_length, lam) -> tuple[Tensor, Tensor]:
+    """The per-pixel arithmetic of :func:`deeplense.sim.functional.line_segment_deflection` in two
+    fused passes around torch's ``log`` and ``atan2``; ``lam`` is ``theta_E^2 / (2 L)``."""
+    batch = cx.shape[0]
+    ratio = torch.empty(batch, x.shape[-1], dtype=x.dtype)
+    v, plus, minus = torch.empty_like(ratio), torch.empty_like(ratio), torch.empty_like(ratio)
+    columns = (_column(t) for t in (cx, cy, cos, sin, half_length))
+    tiny = np.array(torch.finfo(x.dtype).tiny, dtype=ratio.numpy().dtype)[()]
+    _line_terms(_rows(x, batch), _rows(y, batch), *columns, tiny, ratio.numpy(), v.numpy(), plus.numpy(), minus.numpy())
+    log_ratio, angle_plus, angle_minus = torch.log_(ratio), torch.atan2(v, plus), torch.atan2(v, minus)
+    _line_combine(_column(lam), _column(cos), _column(sin), log_ratio.numpy(), angle_plus.numpy(), angle_minus.numpy())
+    return log_ratio, angle_plus
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sersic_radius2(x, y, cx, cy, a1, e2, ne2, a2, norm, out):  # pragma: no cover - compiled
+    for b in range(out.shape[0]):
+        for p in range(out.shape[1]):
+            dx = x[b, p] - cx[b]
+            dy = y[b, p] - cy[b]
+            xe = (a1[b] * dx - e2[b] * dy) / norm[b]
+            ye = (ne2[b] * dx + a2[b] * dy) / norm[b]
+            out[b, p] = xe * xe + ye * ye
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sersic_fraction(r_sersic, smoothing, radius):  # pragma: no cover - compiled
+    """Overwrites the elliptical radius with R / R_sersic, R floored at ``smoothing``."""
+    for b in range(radius.shape[0]):
+        for p in range(radius.shape[1]):
+            r = radius[b, p]
+            if r < smoothing:
+                r = smoothing
+            radius[b, p] = r / r_sersic[b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sersic_exponent(neg_bn, power):  # pragma: no cover - compiled
+    one = np.ones(1, power.dtype)[0]  # a literal 1 would promote float32 to float64
+    for b in range(power.shape[0]):
+        for p in range(power.shape[1]):
+            power[b, p] = neg_bn[b] * (power[b, p] - one)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sersic_value(amp, frac, value):  # pragma: no cover - compiled
+    for b in range(value.shape[0]):
+        for p in range(value.shape[1]):
+            value[b, p] = amp[b] * value[b, p] if frac[b, p] <= 1000.0 else 0.0
+
+
+def sersic_elliptical(x, y, cx, cy, e1, e2, norm, r_sersic, inv_n, neg_bn, amp, smoothing: float) -> Tensor:
+    """The per-pixel arithmetic of :func:`deeplense.sim.functional.sersic_elliptical` in fused
+    passes around torch's ``sqrt``, ``pow`` and ``exp``; ``r_sersic`` is already floored at
+    ``smoothing``, ``inv_n`` is ``1 / n_sersic`` and ``neg_bn`` is ``-b(n)``, all ``(B, 1)``."""
+    batch = cx.shape[0]
+    frac = torch.empty(batch, x.shape[-1], dtype=x.dtype)
+    columns = (_column(t) for t in (cx, cy, 1 - e1, e2, -e2, 1 + e1, norm))
+    _sersic_radius2(_rows(x, batch), _rows(y, batch), *columns, frac.numpy())
+    torch.sqrt_(frac)
+    _sersic_fraction(_column(r_sersic), np.array(smoothing, dtype=frac.numpy().dtype)[()], frac.numpy())
+    power = torch.pow(frac, inv_n)
+    _sersic_exponent(_column(neg_bn), power.numpy())
+    value = torch.exp_(power)
+    _sersic_value(_column(amp), frac.numpy(), value.numpy())
+    return value
 
 
 # -- noise scheme 2 (see deeplense.sim.random) ----------------------------------------------------
