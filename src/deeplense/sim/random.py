@@ -16,10 +16,11 @@ so that every stored image can be regenerated:
   keeps one of its two outputs; the two Poisson regimes use separate streams.
 - scheme 2 (the default since the compiled kernels): a 64-bit draw gives two 32-bit uniforms;
   normals come in pairs from Marsaglia's polar method (pair ``j`` of an image with ``m`` pairs
-  takes draw ``t m + j`` for its attempt ``t``, giving pixels ``2j`` and ``2j + 1``); Poisson uses one
-  stream, pixel ``p`` of an ``n``-pixel image taking draw ``t n + p`` for its attempt ``t`` (the
-  inversion search uses the first half of attempt 0; PTRS attempt ``t`` both halves as ``U + 1/2``
-  and ``V``). On CPU it runs in :mod:`deeplense.sim.kernels` (fewer draws, no trigonometry, one
+  takes draw ``t m + j`` for its attempt ``t``, giving pixels ``2j`` and ``2j + 1``); Poisson uses
+  one stream, pixel ``p`` of an ``n``-pixel image taking draw ``t n + p`` for its attempt ``t``.
+  The inversion search uses the first half of attempt 0 and ``p_k = p_(k-1) (mean (1 / k))``;
+  PTRS attempt ``t`` uses both halves as ``U + 1/2`` and ``V``, and log(k!) from a table for
+  k < 1024. On CPU it runs in :mod:`deeplense.sim.kernels` (fewer draws, no trigonometry, one
   pass per pixel); the torch code here is its reference and the path on other devices (their
   ``log`` and ``exp`` may round differently in the last bit, so CPU and GPU agree to float
   rounding, not bit for bit).
@@ -194,7 +195,7 @@ def _poisson_inversion(key: Tensor, col: Tensor, n: int, mean: Tensor, scheme: i
         if scheme == 1:
             p.mul_(mean).div_(step)
         else:
-            p.mul_(mean / step)
+            p.mul_(mean * (1.0 / step))
         cdf += p
     out[active] = k
     return out
@@ -221,10 +222,21 @@ def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor, s
     us, V, a, b, k_s, lam = us[slow], V[slow], a[slow], b[slow], k[slow], lam[slow]
     reject = (k_s < 0) | ((us < 0.013) & (V > us))
     log_accept = torch.log(V) + torch.log(1.1239 + 1.1328 / (b - 3.4)) - torch.log(a / (us * us) + b) <= (
-        -lam + k_s * torch.log(lam) - torch.lgamma(k_s.clamp(min=0) + 1)
+        -lam + k_s * torch.log(lam) - _log_factorial(k_s.clamp(min=0), scheme)
     )
     accepted[slow] = ~reject & log_accept
     return k, accepted
+
+
+def _log_factorial(k: Tensor, scheme: int) -> Tensor:
+    """log(k!) of whole numbers k >= 0: scheme 2 takes small k from the kernels' table."""
+    if scheme == 1:
+        return torch.lgamma(k + 1)
+    from deeplense.sim.kernels import LOG_FACTORIAL
+
+    table = torch.as_tensor(LOG_FACTORIAL, device=k.device)
+    small = k < len(table)
+    return torch.where(small, table[torch.where(small, k, 0).long()], torch.lgamma(k + 1))
 
 
 def _poisson_ptrs(key: Tensor, col: Tensor, n: int, lam: Tensor, scheme: int) -> Tensor:
