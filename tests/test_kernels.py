@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeplense.sim import Simulator, load_preset
+from deeplense.sim import Simulator, kernels, load_preset
 from deeplense.sim import functional as F
 from deeplense.sim import random as R
 from deeplense.sim.kernels import LOG_FACTORIAL
@@ -204,3 +204,22 @@ def test_unknown_generator_is_a_config_error_naming_the_key():
     config["instrument"]["bands"][0]["noise"]["options"]["generator"] = 3
     with pytest.raises(ConfigError, match=r"noise\.options\.generator"):
         Simulator(config)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("double_poisson", [True, False])
+def test_fused_counts_noise_equals_its_composition(dtype, double_poisson):
+    """The one-pass deeplense_counts kernel gives what its pieces (scheme-2 normals, the torch
+    arithmetic, scheme-2 Poisson) give one after the other."""
+    g = torch.Generator().manual_seed(0)
+    model = torch.rand(3, 2001, generator=g, dtype=dtype) ** 4 * 3
+    t = torch.rand(3, 1, generator=g, dtype=dtype) * 2000 + 1000
+    rms = torch.full((3, 1), 0.01, dtype=dtype)
+    keys = (torch.tensor([3, 4, 5]), torch.tensor([-8, 9, 2**40]))
+    fused = kernels.deeplense_counts(model, t, rms, double_poisson, keys)
+    variance = rms**2 + model.abs() / t if double_poisson else rms**2
+    z = R.normal(keys[0], 2001, dtype=dtype, scheme=2)
+    lam = (t * (model + z * torch.sqrt(variance))).clamp(min=0)
+    assert torch.equal(fused, R.poisson(keys[1], lam, scheme=2).to(dtype))
+    with pytest.raises(ValueError, match="finite"):
+        kernels.deeplense_counts(torch.full_like(model, float("nan")), t, rms, double_poisson, keys)

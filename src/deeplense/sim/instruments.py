@@ -18,6 +18,7 @@ from torch import Tensor
 from deeplense.config import ConfigError, check_keys
 from deeplense.registry import Registry
 from deeplense.sim import functional as F
+from deeplense.sim import kernels
 from deeplense.sim import random as R
 from deeplense.sim.components import Component
 from deeplense.sim.cosmology import LensingContext
@@ -112,13 +113,16 @@ class DeepLenseCounts(NoiseModel):
     def apply(self, model, p, keys, pixel_scale):
         t, n = p["exposure_time"], model.shape[1]
         if self.scheme == 2:
+            normal_key, poisson_key = R.stream_key(keys, 0), R.stream_key(keys, 2)
+            if kernels.fusable((model,), (t, p["background_rms"])):
+                double = self.settings["double_poisson"]
+                return kernels.deeplense_counts(model, t, p["background_rms"], double, (normal_key, poisson_key))
             variance = p["background_rms"] ** 2
             if self.settings["double_poisson"]:
                 variance = variance + model.abs() / t
-            z = R.normal(R.stream_key(keys, 0), n, dtype=model.dtype, scheme=2)
-            return R.poisson(R.stream_key(keys, 2), (t * (model + z * torch.sqrt(variance))).clamp(min=0), scheme=2).to(
-                model.dtype
-            )
+            z = R.normal(normal_key, n, dtype=model.dtype, scheme=2)
+            lam = (t * (model + z * torch.sqrt(variance))).clamp(min=0)
+            return R.poisson(poisson_key, lam, scheme=2).to(model.dtype)
         signal = model + R.normal(R.stream_key(keys, 1), n, dtype=model.dtype) * p["background_rms"]
         if self.settings["double_poisson"]:
             signal = signal + R.normal(R.stream_key(keys, 0), n, dtype=model.dtype) * torch.sqrt(model.abs() / t)
