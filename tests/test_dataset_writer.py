@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 import deeplense
 from conftest import CLI, run_cli
@@ -67,6 +68,27 @@ def test_regenerate_one_image_from_its_seed(tmp_path):
     assert "max |regenerated - stored| = 0" in result.stdout
     stored = all_images(out)[0][7]
     assert np.array_equal(np.load(tmp_path / "img.npy"), stored)
+
+
+def test_data_set_from_before_noise_scheme_2_still_regenerates(tmp_path):
+    """A data set whose config.yaml records no noise generator (written before scheme 2 existed,
+    made here with scheme 1 and the record removed) regenerates exactly; finishing it with today's
+    default config is refused, naming the generator."""
+    out = tmp_path / "old"
+    legacy = [*TINY, "--set", "instrument.bands.0.noise.options.generator=1"]
+    run_cli("simulate", *legacy, "--n-per-class", 3, "--out", out, "--seed", 2)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["instrument"]["bands"][0]["noise"]["options"].pop("generator") == 1
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for index in (1, 4, 8):
+        result = run_cli("simulate", "--regenerate", out, "--index", index)
+        assert "max |regenerated - stored| = 0" in result.stdout
+    resumed = run_cli("simulate", *TINY, "--n-per-class", 3, "--out", out, "--seed", 2, check=False)
+    assert resumed.returncode != 0 and "noise.options.generator" in resumed.stdout + resumed.stderr
+    # a config whose classes were reordered (e.g. by a tool that sorts keys) is refused, not misread
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+    reordered = run_cli("simulate", "--regenerate", out, "--index", 8, check=False)
+    assert reordered.returncode != 0 and "differ from the data set's" in reordered.stdout + reordered.stderr
 
 
 def test_killed_run_resumes_without_losing_or_duplicating(tmp_path):

@@ -146,6 +146,8 @@ def _regenerate(root: Path, index: int, save: Path | None) -> None:
     row = int(rows[0])
     meta = ds.metadata.iloc[row]
     sim = Simulator(resolved_sim(load_yaml(root / "config.yaml")))
+    if sim.class_names != ds.class_names:
+        _fail(f"{root / 'config.yaml'}: classes {sim.class_names} differ from the data set's {ds.class_names}")
     image, _ = sim.simulate([int(meta["seed"])], [int(meta["label"])])
     stored = ds.image(row)
     diff = float(np.abs(image[0] - stored).max())
