@@ -177,6 +177,21 @@ def test_deeplense_counts_noise_statistics(generator):
     assert z.var() == pytest.approx(1.0, abs=5 * math.sqrt(2 / z.size))
 
 
+def test_noise_schemes_give_the_same_pixel_distribution():
+    """The same scenes with scheme-1 and scheme-2 noise: the counts are draws of one law."""
+    config = load_preset("model_i")
+    config["instrument"]["size"] = 32
+    config["instrument"]["pixel_scale"] = 0.2
+    images = []
+    for generator in (1, 2):
+        config["instrument"]["bands"][0]["noise"]["options"]["generator"] = generator
+        seeds = list(range(500, 650))
+        images.append(Simulator(config).simulate(seeds, [s % 3 for s in seeds])[0].ravel())
+    assert not np.array_equal(*images)
+    assert abs((images[0] == 0).mean() - (images[1] == 0).mean()) < 0.01
+    assert stats.ks_2samp(*images).pvalue > 1e-3
+
+
 @pytest.mark.parametrize("generator", [1, 2])
 def test_ccd_noise_statistics_match_lenstronomy_formula(generator):
     from lenstronomy.SimulationAPI.observation_api import SingleBand
