@@ -77,7 +77,7 @@ def add_point_masses(x: Tensor, y: Tensor, rows: Tensor, counts: Tensor, ax: Ten
         y.numpy(),
         rows.to(dtype).contiguous().numpy(),
         counts.to(torch.int64).numpy(),
-        np.array(torch.finfo(dtype).tiny, dtype=x.numpy().dtype)[()],
+        _scalar(torch.finfo(dtype).tiny, dtype),
         ax.numpy(),
         ay.numpy(),
     )
@@ -142,19 +142,34 @@ def _column(param: Tensor) -> np.ndarray:
     return param.reshape(-1).contiguous().numpy()
 
 
+def _scalar(value: float, dtype: torch.dtype) -> np.generic:
+    """``value`` as a numpy scalar of ``dtype``, so that the kernels' arithmetic stays in it."""
+    return np.array(value, dtype=torch.empty(0, dtype=dtype).numpy().dtype)[()]
+
+
+def _unsigned(keys: Tensor) -> np.ndarray:
+    """int64 image keys as the uint64 the kernels' wrapping arithmetic takes (same bits)."""
+    return keys.contiguous().numpy().view(np.uint64)
+
+
 # The profile kernels leave every transcendental function, and sqrt, to torch: its vectorised
 # versions do not always round like the C library's (sqrt included), and calling them on the same
 # (B, N) tensors as the torch path keeps the results bit for bit equal to it.
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _rotated(x, y, cx, cy, cos, sin):  # pragma: no cover - compiled
+    """(x - cx, y - cy) in the frame turned by the angle of (cos, sin): functional._rotate."""
+    dx = x - cx
+    dy = y - cy
+    return dx * cos + dy * sin, -dx * sin + dy * cos
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _sie_radicand(x, y, cx, cy, cos, sin, s2, q2, out):  # pragma: no cover - compiled
     for b in range(out.shape[0]):
         for p in range(out.shape[1]):
-            dx = x[b, p] - cx[b]
-            dy = y[b, p] - cy[b]
-            xr = dx * cos[b] + dy * sin[b]
-            yr = -dx * sin[b] + dy * cos[b]
+            xr, yr = _rotated(x[b, p], y[b, p], cx[b], cy[b], cos[b], sin[b])
             out[b, p] = q2[b] * (s2[b] + xr * xr) + yr * yr
 
 
@@ -163,10 +178,7 @@ def _sie_arguments(x, y, cx, cy, cos, sin, ecc, s, q2s, psi, arg_y):  # pragma: 
     """Overwrites ``psi`` with the argument of atan."""
     for b in range(psi.shape[0]):
         for p in range(psi.shape[1]):
-            dx = x[b, p] - cx[b]
-            dy = y[b, p] - cy[b]
-            xr = dx * cos[b] + dy * sin[b]
-            yr = -dx * sin[b] + dy * cos[b]
+            xr, yr = _rotated(x[b, p], y[b, p], cx[b], cy[b], cos[b], sin[b])
             arg_y[b, p] = ecc[b] * yr / (psi[b, p] + q2s[b])
             psi[b, p] = ecc[b] * xr / (psi[b, p] + s[b])
 
@@ -203,10 +215,7 @@ def _line_terms(x, y, cx, cy, cos, sin, half_length, tiny, ratio, v_out, plus, m
     for b in range(ratio.shape[0]):
         length = half_length[b]
         for p in range(ratio.shape[1]):
-            dx = x[b, p] - cx[b]
-            dy = y[b, p] - cy[b]
-            u = dx * cos[b] + dy * sin[b]
-            v = -dx * sin[b] + dy * cos[b]
+            u, v = _rotated(x[b, p], y[b, p], cx[b], cy[b], cos[b], sin[b])
             up = u + length
             um = u - length
             num = up * up + v * v
@@ -240,7 +249,7 @@ def line_segment_deflection(x, y, cx, cy, cos, sin, half_length, lam) -> tuple[T
     ratio = torch.empty(batch, x.shape[-1], dtype=x.dtype)
     v, plus, minus = torch.empty_like(ratio), torch.empty_like(ratio), torch.empty_like(ratio)
     columns = (_column(t) for t in (cx, cy, cos, sin, half_length))
-    tiny = np.array(torch.finfo(x.dtype).tiny, dtype=ratio.numpy().dtype)[()]
+    tiny = _scalar(torch.finfo(x.dtype).tiny, x.dtype)
     _line_terms(_rows(x, batch), _rows(y, batch), *columns, tiny, ratio.numpy(), v.numpy(), plus.numpy(), minus.numpy())
     log_ratio, angle_plus, angle_minus = torch.log_(ratio), torch.atan2(v, plus), torch.atan2(v, minus)
     _line_combine(_column(lam), _column(cos), _column(sin), log_ratio.numpy(), angle_plus.numpy(), angle_minus.numpy())
@@ -293,7 +302,7 @@ def sersic_elliptical(x, y, cx, cy, e1, e2, norm, r_sersic, inv_n, neg_bn, amp, 
     columns = (_column(t) for t in (cx, cy, 1 - e1, e2, -e2, 1 + e1, norm))
     _sersic_radius2(_rows(x, batch), _rows(y, batch), *columns, frac.numpy())
     torch.sqrt_(frac)
-    _sersic_fraction(_column(r_sersic), np.array(smoothing, dtype=frac.numpy().dtype)[()], frac.numpy())
+    _sersic_fraction(_column(r_sersic), _scalar(smoothing, frac.dtype), frac.numpy())
     power = torch.pow(frac, inv_n)
     _sersic_exponent(_column(neg_bn), power.numpy())
     value = torch.exp_(power)
@@ -361,7 +370,7 @@ def _normal_pairs(keys, out):  # pragma: no cover - compiled
 def normal_pairs(keys: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     """Scheme-2 standard normals ``(len(keys), n)`` for int64 image keys."""
     out = torch.empty(len(keys), n, dtype=dtype)
-    _normal_pairs(keys.contiguous().numpy().view(np.uint64), out.numpy())
+    _normal_pairs(_unsigned(keys), out.numpy())
     return out
 
 
@@ -499,14 +508,13 @@ def deeplense_counts(model: Tensor, t: Tensor, background_rms: Tensor, double_po
     with ``z`` the normals of ``keys[0]`` and the Poisson variates of ``keys[1]``; float32
     arithmetic as the torch composition does it, with the C library's sqrt."""
     out = torch.empty_like(model)
-    normal_keys, poisson_keys = (k.contiguous().numpy().view(np.uint64) for k in keys)
     status = _deeplense_counts(
         model.contiguous().numpy(),
         _column(t.to(model.dtype)),
         _column((background_rms**2).to(model.dtype)),
         bool(double_poisson),
-        normal_keys,
-        poisson_keys,
+        _unsigned(keys[0]),
+        _unsigned(keys[1]),
         out.numpy(),
     )
     _raise_for(status)
@@ -517,5 +525,5 @@ def poisson(keys: Tensor, lam: Tensor) -> Tensor:
     """Scheme-2 Poisson variates (float64) with float64 means ``lam`` (B, n); negative or
     non-finite means are an error."""
     out = torch.empty_like(lam)
-    _raise_for(_poisson(keys.contiguous().numpy().view(np.uint64), lam.contiguous().numpy(), out.numpy()))
+    _raise_for(_poisson(_unsigned(keys), lam.contiguous().numpy(), out.numpy()))
     return out

@@ -80,10 +80,14 @@ def _top_bits_as(bits: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     return bits.to(dtype).add_(0.5).mul_(2.0**-n)
 
 
+def _draws(keys: Tensor, counters: Tensor) -> Tensor:
+    """The 64-bit draws at (1-based) ``counters`` of the matching ``keys``."""
+    return _mix64_(keys + counters * _GOLDEN)
+
+
 def _bits(keys: Tensor, n: int, offset: int = 0) -> Tensor:
     counters = torch.arange(offset + 1, offset + n + 1, dtype=torch.int64, device=keys.device)
-    counters *= _GOLDEN
-    return _mix64_(keys.reshape(-1, 1) + counters)
+    return _draws(keys.reshape(-1, 1), counters)
 
 
 def uniform(keys: Tensor, n: int, *, offset: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -93,7 +97,7 @@ def uniform(keys: Tensor, n: int, *, offset: int = 0, dtype: torch.dtype = torch
 
 def _uniform53(keys: Tensor, counters: Tensor) -> Tensor:
     """float64 uniforms in (0, 1) from the top 53 bits at ``counters`` of the matching ``keys``."""
-    return _top_bits_as(_mix64_(keys + counters * _GOLDEN), 53, torch.float64)
+    return _top_bits_as(_draws(keys, counters), 53, torch.float64)
 
 
 def _halves(bits: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,7 +134,7 @@ def _normal_pairs(keys: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     todo = torch.arange(len(keys) * m, device=keys.device)
     key, index = keys.repeat_interleave(m), torch.arange(m, device=keys.device).repeat(len(keys))
     for attempt in range(64):  # Marsaglia's polar method; rejected pairs try the next draw
-        u, v = _halves(_mix64_(key + (index + attempt * m + 1) * _GOLDEN))
+        u, v = _halves(_draws(key, index + attempt * m + 1))
         u.mul_(2.0).sub_(1.0)
         v.mul_(2.0).sub_(1.0)
         s = u * u + v * v
@@ -177,7 +181,7 @@ def poisson(keys: Tensor, lam: Tensor, *, scheme: int = 1) -> Tensor:
 def _poisson_inversion(key: Tensor, col: Tensor, n: int, mean: Tensor, scheme: int) -> Tensor:
     """Sequential CDF search for means below 10; element ``col`` of a row uses counter ``col + 1``
     of the row's key. Finished elements are dropped from the search every few steps."""
-    u = _uniform53(key, col + 1) if scheme == 1 else _halves(_mix64_(key + (col + 1) * _GOLDEN))[0]
+    u = _uniform53(key, col + 1) if scheme == 1 else _halves(_draws(key, col + 1))[0]
     p = torch.exp(-mean)
     cdf = p.clone()
     k = torch.zeros_like(mean)
@@ -211,7 +215,7 @@ def _ptrs_attempt(key: Tensor, col: Tensor, attempt: int, n: int, lam: Tensor, s
         U = _uniform53(key, counter).sub_(0.5)
         V = _uniform53(key, counter.add_(1))
     else:
-        U, V = _halves(_mix64_(key + (col + attempt * n + 1) * _GOLDEN))
+        U, V = _halves(_draws(key, col + attempt * n + 1))
         U.sub_(0.5)
     b = torch.sqrt(lam).mul_(2.53).add_(0.931)
     a = (0.02483 * b).add_(-0.059)

@@ -310,9 +310,7 @@ def resolved_sim(resolved: dict[str, Any]) -> dict[str, Any]:
     for band in (sim.get("instrument") or {}).get("bands") or []:
         noise = band.get("noise") if isinstance(band, dict) else None
         if isinstance(noise, dict) and noise.get("kind", "none") != "none":
-            options = noise.setdefault("options", {}) or {}
-            options.setdefault("generator", 1)
-            noise["options"] = options
+            noise["options"] = {"generator": 1, **(noise.get("options") or {})}
     return sim
 
 
