@@ -52,6 +52,25 @@ def test_kernel_render_is_bit_identical_to_torch(label, closed_form, dtype, monk
     assert torch.equal(fast, slow)
 
 
+@pytest.mark.parametrize("profile", ["pseudo_tnfw", "tnfw", "nfw"])
+def test_kernel_render_of_physical_populations_is_bit_identical_to_torch(profile, monkeypatch):
+    """cdm_wdm_sidm scenes (about 100 NFW-like subhalos an image; cdm with each subhalo profile,
+    and the wdm and sidm classes with their own): data sets written before these kernels
+    existed regenerate exactly."""
+    config = load_preset("cdm_wdm_sidm")
+    config["instrument"]["size"] = 21
+    config["instrument"]["pixel_scale"] = 0.23
+    config["classes"]["cdm"]["options"]["profile"] = profile
+    sim = Simulator(config)
+    labels = [0, 0, 1, 2] if profile == "pseudo_tnfw" else [0, 0]
+    samples = [sim.sample(7 + i, label) for i, label in enumerate(labels)]
+    assert all(len(s.subhalos.tables) for s in samples)
+    with torch.no_grad():
+        fast = sim.deflection(samples)
+        slow = _without_kernels(monkeypatch, sim.deflection, samples)
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow))
+
+
 @pytest.mark.parametrize("shape,sigma", [((3, 20, 31), 0.74), ((2, 5, 4), 1.6), ((1, 2, 9), 0.4)])
 def test_kernel_blur_is_bit_identical_to_torch(shape, sigma, monkeypatch):
     """Including images smaller than the kernel, where edge replication reaches across."""
@@ -79,11 +98,26 @@ def _profile_arguments(batch: int, dtype: torch.dtype) -> dict[str, tuple]:
             *[col(-0.3, 0.3)] * 2,
         ),
         "line_segment_deflection": (col(0.01, 0.1), col(0.2, 1.0), col(0, 3.1), col(-1, 1), col(-1, 1)),
+        # Rs up to 0.8 arcsec: pixels inside and outside the scale radius (both branches of F)
+        "nfw_deflection": (col(0.05, 0.8), col(0.001, 0.05), col(-1, 1), col(-1, 1)),
+        "tnfw_deflection": (col(0.05, 0.8), col(0.001, 0.05), col(0.1, 4), col(-1, 1), col(-1, 1)),
+        # cores up to 3 Rs and truncation from 0.5 Rs: both branches of u1 (s > 0 and s < 0)
+        "tnfwc_deflection": (col(0.05, 0.8), col(0.001, 0.05), col(0, 2), col(0.4, 4), col(-1, 1), col(-1, 1)),
     }
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", ["sie_deflection", "sersic_elliptical", "line_segment_deflection"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sie_deflection",
+        "sersic_elliptical",
+        "line_segment_deflection",
+        "nfw_deflection",
+        "tnfw_deflection",
+        "tnfwc_deflection",
+    ],
+)
 def test_fused_profiles_are_bit_identical_to_torch(name, dtype, monkeypatch):
     """On the pixel grid ``(N,)`` and on per-image coordinates ``(B, N)`` (lensed positions)."""
     x, y = F.pixel_grid(23, 0.17, dtype=dtype)
@@ -94,6 +128,42 @@ def test_fused_profiles_are_bit_identical_to_torch(name, dtype, monkeypatch):
         slow = _without_kernels(monkeypatch, getattr(F, name), *coords, *params)
         for a, b in zip(fast if isinstance(fast, tuple) else (fast,), slow if isinstance(slow, tuple) else (slow,)):
             assert a.shape == (4, x.numel()) and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_nfw_family_is_bit_identical_at_its_special_points(dtype, monkeypatch):
+    """Pixels at the centre (radius floors), at X = 1 +- 1e-6 (F's series), X = 1e-6, 1e-4 and
+    30; truncation at tau = 1 +- 1e-4 (moved off the singularity); TNFWC cores of 1e-7 Rs (the
+    coreless floor), near tau (u1's series for small s) and equal to tau (s = 0, and t = 1 below
+    the core: the arcsin branch). The NFW deflection at X = 1 is alpha_Rs by definition."""
+    Rs = torch.tensor([[0.3], [0.5], [0.2]], dtype=dtype)
+    ratios = torch.tensor([0.0, 1e-6, 1e-4, 1 - 1e-6, 1.0, 1 + 1e-6, 0.5, 2.0, 30.0], dtype=dtype)
+    angle = torch.linspace(0.1, 6.0, len(ratios), dtype=dtype)
+    cx, cy = torch.tensor([[0.1], [-0.2], [0.0]], dtype=dtype), torch.tensor([[0.0], [0.3], [-0.1]], dtype=dtype)
+    x, y = cx + Rs * ratios * torch.cos(angle), cy + Rs * ratios * torch.sin(angle)
+    alpha = torch.full_like(Rs, 0.02)
+    tau = torch.tensor([[1 + 1e-4], [1 - 1e-4], [5.0]], dtype=dtype)
+    cases = {
+        "nfw_deflection": (Rs, alpha, cx, cy),
+        "tnfw_deflection": (Rs, alpha, tau * Rs, cx, cy),
+        "tnfwc_deflection": (
+            Rs,
+            alpha,
+            torch.tensor([[1e-7], [1.0 - 1e-4], [5.0]], dtype=dtype) * Rs,
+            tau * Rs,
+            cx,
+            cy,
+        ),
+    }
+    for name, params in cases.items():
+        fast = getattr(F, name)(x, y, *params)
+        slow = _without_kernels(monkeypatch, getattr(F, name), x, y, *params)
+        for a, b in zip(fast, slow):
+            assert torch.isfinite(a).all() and torch.equal(a, b), name
+        # at X = 1 the deflection is alpha_Rs by definition (row 0 of each profile's normalisation)
+        radial = fast[0] * torch.cos(angle) + fast[1] * torch.sin(angle)
+        if name == "nfw_deflection":
+            assert torch.allclose(radial[:, 4], alpha[:, 0], rtol=1e-5)
 
 
 def test_profiles_under_autograd_take_the_torch_path():

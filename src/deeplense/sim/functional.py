@@ -145,6 +145,9 @@ def nfw_deflection(
 ) -> tuple[Tensor, Tensor]:
     """Navarro-Frenk-White halo; ``alpha_Rs`` is the deflection (arcsec) at projected ``Rs``."""
     Rs = Rs.clamp(min=1e-7)
+    if kernels.fusable((x, y), (Rs, alpha_Rs, center_x, center_y)):
+        denom, r_floor = Rs * _LN_HALF_PLUS_ONE, torch.full_like(Rs, 1e-8)
+        return kernels.nfw_deflection(x, y, center_x, center_y, Rs, alpha_Rs, denom, r_floor, 1e-6)
     dx, dy = x - center_x, y - center_y
     R = torch.sqrt(dx**2 + dy**2).clamp(min=1e-8)
     X = (R / Rs).clamp(min=1e-6).to(torch.float64)
@@ -164,6 +167,9 @@ def tnfw_deflection(
 ) -> tuple[Tensor, Tensor]:
     """Truncated NFW (Baltz, Marshall & Oguri 2009), lenstronomy's ``TNFW`` normalisation."""
     smoothing = 1e-3
+    if kernels.fusable((x, y), (Rs, alpha_Rs, r_trunc, center_x, center_y)):
+        tau, denom = (r_trunc / Rs).to(torch.float64), Rs * _LN_HALF_PLUS_ONE
+        return kernels.tnfw_deflection(x, y, center_x, center_y, Rs, alpha_Rs, denom, smoothing * Rs, smoothing, tau)
     dx, dy = x - center_x, y - center_y
     R = torch.sqrt(dx**2 + dy**2)
     R = torch.maximum(R, smoothing * Rs)
@@ -207,14 +213,24 @@ def _tnfwc_u1(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
 def tnfwc_g(X: Tensor, beta: Tensor, tau: Tensor) -> Tensor:
     """Projected-mass function g(X; beta = r_core/Rs, tau = r_trunc/Rs) of the cored truncated
     pseudo-NFW profile (lenstronomy ``TNFWC``): M_2D(<X Rs) = 4 pi rho0 Rs^3 g(X). Float64."""
-    X, b, t = (v.to(torch.float64) for v in (X, beta, tau))
-    t = torch.where((t - 1).abs() < 1e-3, torch.ones_like(t) + 1e-3, t)  # removable t = 1 singularity
+    X = X.to(torch.float64)
+    b, t = _tnfwc_shape(beta, tau)
     one, zero = torch.ones_like(t), torch.zeros_like(t)
+    return (
+        t**2
+        / (t**2 - 1)
+        * (-_tnfwc_u2(X, b, t) + _tnfwc_u2(zero, b, t) + _tnfwc_u2(X, b, one) - _tnfwc_u2(zero, b, one))
+    )
 
-    def u2(x, tt):
-        return (tt**2 + x**2) * _tnfwc_u1(x, b, tt)
 
-    return t**2 / (t**2 - 1) * (-u2(X, t) + u2(zero, t) + u2(X, one) - u2(zero, one))
+def _tnfwc_shape(beta: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
+    """beta and tau in float64, tau moved off the removable singularity tau = 1."""
+    b, t = beta.to(torch.float64), tau.to(torch.float64)
+    return b, torch.where((t - 1).abs() < 1e-3, torch.ones_like(t) + 1e-3, t)
+
+
+def _tnfwc_u2(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    return (t**2 + x**2) * _tnfwc_u1(x, b, t)
 
 
 def tnfwc_deflection(
@@ -234,9 +250,14 @@ def tnfwc_deflection(
     of the self-interacting (SIDM) subhalos of Yang et al. (2023) as used by pyHalo.
     """
     Rs = Rs.clamp(min=1e-8)
+    beta, tau = r_core / Rs, r_trunc / Rs
+    if kernels.fusable((x, y), (Rs, alpha_Rs, beta, tau, center_x, center_y)):
+        b, t = _tnfwc_shape(beta, tau)
+        at_zero = [_tnfwc_u2(torch.zeros_like(t), b, v) for v in (t, torch.ones_like(t))]
+        g_one = tnfwc_g(torch.ones_like(beta), beta, tau)
+        return kernels.tnfwc_deflection(x, y, center_x, center_y, Rs, alpha_Rs, 1e-8, b, t, *at_zero, g_one)
     dx, dy = x - center_x, y - center_y
     R = torch.sqrt(dx**2 + dy**2).clamp(min=1e-8)
-    beta, tau = r_core / Rs, r_trunc / Rs
     X = R / Rs
     ratio = tnfwc_g(X, beta, tau) / (tnfwc_g(torch.ones_like(beta), beta, tau) * X.to(torch.float64) ** 2)
     a = alpha_Rs * ratio.to(dx.dtype) / Rs
