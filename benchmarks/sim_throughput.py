@@ -11,7 +11,10 @@ physical populations of ``cdm_wdm_sidm`` at 64x64 (``--populations``): truncated
 pseudo-NFW truncated (cdm, wdm) and cored TNFWC (sidm) subhalos.
 
     python benchmarks/sim_throughput.py [--sizes 64 150] [--populations] [--n 128] [--device cpu|cuda]
-        [--default-malloc] [--generator 1|2] [--repeat 3]
+        [--default-malloc] [--generator 1|2] [--repeat 3] [--n-reference N]
+
+On a GPU, give deeplense large batches and lenstronomy few images, e.g.
+``--device cuda --n 16384 --batch 4096 --n-reference 64``.
 
 ``DEEPLENSE_KERNELS=0`` runs deeplense without its compiled CPU kernels (the torch path alone).
 """
@@ -149,6 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[64, 150], help="model_i sizes (none: skip)")
     parser.add_argument("--n", type=int, default=128, help="images per configuration")
+    parser.add_argument(
+        "--n-reference", type=int, help="lenstronomy images per configuration (default: from --n, a quarter for axion)"
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--populations", action="store_true", help="also the cdm_wdm_sidm populations at 64x64")
@@ -172,7 +178,7 @@ def main() -> None:
         for name, label in CLASSES.items():
             variants = [(name, False)] + ([("axion closed", True)] if name == "axion" else [])
             ref_sim = Simulator(config_for(size, False))
-            n_ref = max(16, args.n // (4 if name == "axion" else 1))
+            n_ref = args.n_reference or max(16, args.n // (4 if name == "axion" else 1))
             ref, diff = lenstronomy_rate(ref_sim, label, n_ref, args.repeat)
             for label_name, closed in variants:
                 sim = Simulator(config_for(size, closed), device=args.device)
@@ -182,7 +188,7 @@ def main() -> None:
             sim = Simulator(population_config(profile), device=args.device)
             label = sim.class_names.index(class_name)
             ref, diff = lenstronomy_rate(
-                Simulator(population_config(profile)), label, max(16, args.n // 4), args.repeat
+                Simulator(population_config(profile)), label, args.n_reference or max(16, args.n // 4), args.repeat
             )
             report(sim.instrument.size, row, ref, diff, sim, label, args)
 
