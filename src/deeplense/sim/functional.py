@@ -213,20 +213,26 @@ def _tnfwc_u1(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
 def tnfwc_g(X: Tensor, beta: Tensor, tau: Tensor) -> Tensor:
     """Projected-mass function g(X; beta = r_core/Rs, tau = r_trunc/Rs) of the cored truncated
     pseudo-NFW profile (lenstronomy ``TNFWC``): M_2D(<X Rs) = 4 pi rho0 Rs^3 g(X). Float64."""
-    X = X.to(torch.float64)
     b, t = _tnfwc_shape(beta, tau)
-    one, zero = torch.ones_like(t), torch.zeros_like(t)
-    return (
-        t**2
-        / (t**2 - 1)
-        * (-_tnfwc_u2(X, b, t) + _tnfwc_u2(zero, b, t) + _tnfwc_u2(X, b, one) - _tnfwc_u2(zero, b, one))
-    )
+    return _tnfwc_g(X.to(torch.float64), b, t, *_tnfwc_at_zero(b, t))
 
 
 def _tnfwc_shape(beta: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
     """beta and tau in float64, tau moved off the removable singularity tau = 1."""
     b, t = beta.to(torch.float64), tau.to(torch.float64)
     return b, torch.where((t - 1).abs() < 1e-3, torch.ones_like(t) + 1e-3, t)
+
+
+def _tnfwc_at_zero(b: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """u2(0, t) and u2(0, 1), the X-independent terms of g."""
+    zero = torch.zeros_like(t)
+    return _tnfwc_u2(zero, b, t), _tnfwc_u2(zero, b, torch.ones_like(t))
+
+
+def _tnfwc_g(X: Tensor, b: Tensor, t: Tensor, zero_t: Tensor, zero_one: Tensor) -> Tensor:
+    """tnfwc_g from float64 X, the shaped b and t, and their :func:`_tnfwc_at_zero` terms."""
+    one = torch.ones_like(t)
+    return t**2 / (t**2 - 1) * (-_tnfwc_u2(X, b, t) + zero_t + _tnfwc_u2(X, b, one) - zero_one)
 
 
 def _tnfwc_u2(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -253,8 +259,8 @@ def tnfwc_deflection(
     beta, tau = r_core / Rs, r_trunc / Rs
     if kernels.fusable((x, y), (Rs, alpha_Rs, beta, tau, center_x, center_y)):
         b, t = _tnfwc_shape(beta, tau)
-        at_zero = [_tnfwc_u2(torch.zeros_like(t), b, v) for v in (t, torch.ones_like(t))]
-        g_one = tnfwc_g(torch.ones_like(beta), beta, tau)
+        at_zero = _tnfwc_at_zero(b, t)
+        g_one = _tnfwc_g(torch.ones_like(b), b, t, *at_zero)
         return kernels.tnfwc_deflection(x, y, center_x, center_y, Rs, alpha_Rs, 1e-8, b, t, *at_zero, g_one)
     dx, dy = x - center_x, y - center_y
     R = torch.sqrt(dx**2 + dy**2).clamp(min=1e-8)

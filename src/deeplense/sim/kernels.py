@@ -323,11 +323,11 @@ def _nfw_combine(x, y, cx, cy, alpha, denom, parts, log_half_x, ax, ay):  # prag
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _tnfw_combine(x, y, cx, cy, alpha, denom, columns, parts, root, log_v, ax, ay):  # pragma: no cover
-    """``columns`` (7, B): t2 / (t2 + 1)^2, t2 + 1, tau pi, (t2 - 1) log tau, t2 - 1, tau, -pi."""
+    """``columns`` (6, B): t2 / (t2 + 1)^2, t2 + 1, tau pi, (t2 - 1) log tau, t2 - 1, tau."""
     big_x, root_below, root_above, atanh_v, atan_v = parts
     for b in range(ax.shape[0]):
         c0, t2p1, tau_pi, log_term = columns[0, b], columns[1, b], columns[2, b], columns[3, b]
-        t2m1, tau, minus_pi = columns[4, b], columns[5, b], columns[6, b]
+        t2m1, tau = columns[4, b], columns[5, b]
         for p in range(ax.shape[1]):
             big = big_x[b, p]
             x2 = big * big
@@ -336,7 +336,7 @@ def _tnfw_combine(x, y, cx, cy, alpha, denom, columns, parts, root, log_v, ax, a
             bracket = bracket + tau_pi
             bracket = bracket + log_term
             inner = log_v[b, p] * t2m1 / tau
-            bracket = bracket + root[b, p] * (inner + minus_pi)
+            bracket = bracket + root[b, p] * (inner - math.pi)
             ax[b, p] = c0 * bracket / x2
             _scale_offsets(x, y, cx, cy, alpha, denom, ax, ay, b, p)
 
@@ -442,7 +442,6 @@ def tnfw_deflection(x, y, cx, cy, rs, alpha, denom, r_floor, x_floor: float, tau
             (t2 - 1) * torch.log(tau),
             t2 - 1,
             tau,
-            torch.full_like(tau, -math.pi),
         ],
         dim=1,
     )
