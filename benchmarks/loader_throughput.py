@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from deeplense import open_dataset
 from deeplense.data.pipeline import StoredImages, make_loader
 from deeplense.data.transforms import build_pipeline
-from deeplense.runtime import keep_freed_memory
+from deeplense.core.runtime import keep_freed_memory
 from deeplense.sim import load_preset
 from deeplense.sim.writer import DatasetPlan, write_dataset
 

@@ -4,7 +4,7 @@ Both render the same images (same lens, source, PSF and subhalo catalogue, drawn
 deeplense) including the same noise recipe; lenstronomy rebuilds its lens and image model per
 image, as DeepLenseSim does (the subhalos change). Both are timed on catalogues drawn beforehand;
 the rate at which deeplense draws them is printed apart (draw/s). One process, one thread each,
-with the allocator setting of ``deeplense.runtime`` unless ``--default-malloc``; each rate is the
+with the allocator setting of ``deeplense.core.runtime`` unless ``--default-malloc``; each rate is the
 fastest of ``--repeat`` timed runs (the shared machine's load only slows runs down). Prints images/s
 and the ratio for the DeepLense classes of ``model_i`` at each size (``--sizes``) and for the
 physical populations of ``cdm_wdm_sidm`` at 64x64 (``--populations``): truncated NFW (cdm),
@@ -35,8 +35,8 @@ from lenstronomy.LensModel.lens_model import LensModel
 from lenstronomy.LightModel.light_model import LightModel
 from lenstronomy.Util import image_util, simulation_util
 
-from deeplense.runtime import keep_freed_memory
-from deeplense.seeding import image_seed
+from deeplense.core.runtime import keep_freed_memory
+from deeplense.core.seeding import image_seed
 from deeplense.sim import Simulator, load_preset
 from deeplense.sim.substructure import PROFILE_COLUMNS
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deeplense.config import load_yaml
+from deeplense.core.config import load_yaml
 from deeplense.train.config import resolve_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))

@@ -9,7 +9,7 @@ from astropy.cosmology import FlatLambdaCDM
 from lenstronomy.Cosmo.lens_cosmo import LensCosmo as LenstronomyCosmo
 from scipy import stats
 
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 from deeplense.sim import halos as H
 from deeplense.sim.cosmology import LensingContext
 from deeplense.sim.presets import load_preset

@@ -267,7 +267,7 @@ def test_data_sets_without_a_recorded_generator_regenerate_with_scheme_1():
 
 
 def test_unknown_generator_is_a_config_error_naming_the_key():
-    from deeplense.config import ConfigError
+    from deeplense.core.config import ConfigError
 
     config = load_preset("model_i")
     config["instrument"]["bands"][0]["noise"]["options"]["generator"] = 3

@@ -24,7 +24,7 @@ def test_old_checkpoints_load_and_predict_what_they_did(task):
 
 
 def test_old_data_set_opens_and_regenerates_bit_for_bit(tmp_path):
-    from deeplense.config import load_yaml
+    from deeplense.core.config import load_yaml
     from deeplense.sim.writer import DatasetPlan, resolved_sim, write_dataset
 
     old = deeplense.open_dataset(LEGACY / "dataset")

@@ -16,7 +16,7 @@ from lenstronomy.LightModel.light_model import LightModel
 from lenstronomy.Util import image_util, simulation_util
 from scipy import stats
 
-from deeplense.seeding import image_seed
+from deeplense.core.seeding import image_seed
 from deeplense.sim import Simulator, load_preset
 
 N_PER_CLASS = 60

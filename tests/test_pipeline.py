@@ -9,10 +9,10 @@ from scipy import stats
 
 from conftest import tiny_model_i_config
 from deeplense import open_dataset
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
+from deeplense.core.seeding import image_seed
 from deeplense.data.pipeline import SimulatedImages, SimulatedStream, StoredImages, make_loader
 from deeplense.data.transforms import RandomDihedral, build_pipeline, dihedral, mixup
-from deeplense.seeding import image_seed
 from deeplense.sim import Simulator
 
 

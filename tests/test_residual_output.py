@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 from deeplense.sim import random as R
 from deeplense.sim.presets import load_preset
 from deeplense.sim.simulator import Simulator

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 from deeplense.data.readers import open_dataset
 from deeplense.sim.presets import load_preset
 from deeplense.sim.simulator import Simulator

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import CLI
 from conftest import run_cli as run
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 from deeplense.train.checkpoint import load_model
 from deeplense.train.config import resolve_config
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deeplense.config import dump_yaml, load_yaml
+from deeplense.core.config import dump_yaml, load_yaml
 
 __all__ = ["run_demo", "DEMO_CONFIG"]
 
@@ -38,7 +38,7 @@ def run_demo(
 
     out = Path(out)
     data, run_dir, report_dir = out / "data" / "model_i_64", out / "runs" / "demo", out / "report"
-    from deeplense.config import apply_overrides
+    from deeplense.core.config import apply_overrides
 
     sim_config = apply_overrides(load_preset("model_i"), DEMO_SIM)
     plan = DatasetPlan(

@@ -16,7 +16,7 @@ Labels = Annotated[Path | None, typer.Option(help="Label/target .npy for a stack
 
 
 def _open(path: Path, on_bad_file: str, labels: Path | None, check: str):
-    from deeplense.config import ConfigError
+    from deeplense.core.config import ConfigError
     from deeplense.data.base import DataFormatError
     from deeplense.data.readers import open_dataset
 
@@ -84,7 +84,7 @@ def convert(
     labels: Labels = None,
 ) -> None:
     """Write any readable layout as a deeplense data set, keeping every label and target."""
-    from deeplense.config import ConfigError
+    from deeplense.core.config import ConfigError
     from deeplense.data.convert import convert_dataset
     from deeplense.sim.writer import parse_splits
 

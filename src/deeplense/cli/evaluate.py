@@ -27,7 +27,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Metrics (with bootstrap intervals), figures (PNG+PDF) and an HTML report."""
-    from deeplense.config import ConfigError
+    from deeplense.core.config import ConfigError
     from deeplense.data.base import DataFormatError
     from deeplense.evaluate.run import evaluate_run
     from deeplense.train.run import quiet_lightning

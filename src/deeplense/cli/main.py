@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from deeplense.cli import data, evaluate, simulate, train
-from deeplense.runtime import keep_freed_memory
+from deeplense.core.runtime import keep_freed_memory
 
 app = typer.Typer(
     help="Simulate strong-lensing images with dark-matter substructure and learn from them.",

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from deeplense.cli.common import console
 from deeplense.cli.common import fail as _fail
-from deeplense.config import ConfigError, apply_overrides, load_yaml
+from deeplense.core.config import ConfigError, apply_overrides, load_yaml
 
 
 def presets() -> None:

@@ -31,7 +31,7 @@ def train(
     ] = None,
 ) -> None:
     """Train a model: classification or regression, on stored or simulated data (Lightning)."""
-    from deeplense.config import ConfigError
+    from deeplense.core.config import ConfigError
     from deeplense.data.base import DataFormatError
     from deeplense.train.config import resolve_config
     from deeplense.train.run import train as run_training
@@ -96,7 +96,7 @@ def tune(
     set_: Overrides = None,
 ) -> None:
     """Hyper-parameter search with Optuna (SQLite storage, pruning of bad trials)."""
-    from deeplense.config import ConfigError
+    from deeplense.core.config import ConfigError
     from deeplense.data.base import DataFormatError
     from deeplense.train.config import resolve_config
     from deeplense.train.tune import tune as run_tune
@@ -119,7 +119,7 @@ def ensemble(
     data: Annotated[Path | None, typer.Option(help="Evaluate on this data set instead of the first run's.")] = None,
 ) -> None:
     """Combine checkpoints by averaging or a fitted stacker; evaluates members and ensemble."""
-    from deeplense.config import ConfigError
+    from deeplense.core.config import ConfigError
     from deeplense.data.base import DataFormatError
     from deeplense.train.ensemble import ensemble as run_ensemble
 

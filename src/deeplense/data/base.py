@@ -9,13 +9,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deeplense.core.errors import DataFormatError
+
 __all__ = ["DataFormatError", "BadFile", "ImageSource", "BASE_COLUMNS"]
 
 BASE_COLUMNS = ("index", "label", "class_name", "split")
-
-
-class DataFormatError(ValueError):
-    """A file of a data set is missing, truncated or inconsistent; the message names it."""
 
 
 @dataclass(frozen=True)

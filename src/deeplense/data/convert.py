@@ -8,29 +8,17 @@ and renamed, so an interrupted conversion resumes where it stopped.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from deeplense.config import ConfigError, dump_yaml
+from deeplense.core import dataset_dir as fmt
+from deeplense.core.config import ConfigError, dump_yaml
 from deeplense.data.base import ImageSource
 from deeplense.data.splits import DEFAULT_FRACTIONS, assign_splits
-from deeplense.sim.writer import FORMAT_VERSION, SHARD_DIR, shard_path
 
 __all__ = ["convert_dataset"]
-
-
-def _complete(path: Path, start: int, stop: int) -> bool:
-    try:
-        with h5py.File(path, "r") as f:
-            return int(f.attrs["start"]) == start and int(f.attrs["stop"]) == stop
-    except (OSError, KeyError):
-        return False
 
 
 def convert_dataset(
@@ -44,12 +32,10 @@ def convert_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Write ``source`` as a deeplense data set at ``out``; returns the manifest."""
-    from deeplense import __version__
-
     out = Path(out)
-    if (out / "manifest.json").exists():
+    if (out / fmt.MANIFEST).exists():
         raise ConfigError("out", f"{out} already holds a complete data set")
-    if out.exists() and any(p.name != SHARD_DIR and p.name != "config.yaml" for p in out.iterdir()):
+    if out.exists() and any(p.name not in (fmt.SHARD_DIR, fmt.CONFIG) for p in out.iterdir()):
         raise ConfigError("out", f"{out} exists, is not empty and is not a conversion in progress")
     if (source.splits == "").any():
         assign_splits(source, split_fractions or DEFAULT_FRACTIONS, split_seed)
@@ -62,56 +48,45 @@ def convert_dataset(
     config = {
         "converted_from": {"path": str(source.root), "layout": source.layout, "split": split_note},
         "classes": {name: {"original": orig} for name, orig in zip(source.class_names, source.original_class_names)},
-        "dataset": {"n_images": len(source), "shard_size": shard_size, "format_version": FORMAT_VERSION},
+        "dataset": {"n_images": len(source), "shard_size": shard_size, "format_version": fmt.FORMAT_VERSION},
     }
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    dump_yaml(config, out / "config.yaml")
-    for stale in (out / SHARD_DIR).glob("*.tmp"):
-        stale.unlink()
+    (out / fmt.SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    dump_yaml(config, out / fmt.CONFIG)
+    fmt.remove_temporaries(out)
     n = len(source)
     shards, done = [], 0
     files = meta["file"].astype(str).to_numpy() if "file" in meta else None
     split_codes = np.array([split_names.index(s) for s in meta["split"]], dtype=np.uint8)
     for shard_id, start in enumerate(range(0, n, shard_size)):
         stop = min(start + shard_size, n)
-        final = shard_path(out, shard_id)
-        if not _complete(final, start, stop):
-            tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
+        if not fmt.shard_complete(fmt.shard_path(out, shard_id), start, stop):
             idx = np.arange(start, stop)
-            with h5py.File(tmp, "w") as f:
+            with fmt.open_shard(out, shard_id, start, stop) as f:
                 images = source.images(idx)
                 f.create_dataset("images", data=images, chunks=(1, *images.shape[1:]), compression=compression)
-                f["index"] = idx.astype(np.int64)
-                f["label"] = source.labels[idx].astype(np.int16)
-                f["split"] = split_codes[idx]
-                f["seed"] = np.zeros(len(idx), dtype=np.uint64)
-                if files is not None:
-                    f.create_dataset("file", data=files[idx].astype(object), dtype=h5py.string_dtype())
-                params = f.create_group("params")
-                for col in columns:
-                    params[col] = meta[col].to_numpy(np.float64)[idx]
-                    params[col].attrs["unit"] = source.units.get(col, "")
-                f.attrs.update(shard_id=shard_id, start=start, stop=stop, deeplense_version=__version__)
-            os.replace(tmp, final)
+                params = {col: (meta[col].to_numpy(np.float64)[idx], source.units.get(col, "")) for col in columns}
+                fmt.write_columns(
+                    f,
+                    idx,
+                    source.labels[idx],
+                    split_codes[idx],
+                    np.zeros(len(idx), dtype=np.uint64),
+                    params,
+                    files=files[idx] if files is not None else None,
+                )
         done = stop
         if progress:
             progress(done, n)
-        shards.append(
-            {"file": str(final.relative_to(out)), "start": start, "stop": stop, "bytes": final.stat().st_size}
-        )
+        shards.append(fmt.shard_entry(out, shard_id, start, stop))
     counts = {
         c: {s: int(((meta["class_name"] == c) & (meta["split"] == s)).sum()) for s in split_names}
         for c in source.class_names
     }
     manifest = {
-        "format": "deeplense-dataset",
-        "format_version": FORMAT_VERSION,
-        "deeplense_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fmt.manifest_header(n),
         "preset": None,
         "converted_from": config["converted_from"],
         "seed": None,
-        "n_images": n,
         "class_names": source.class_names,
         "original_class_names": source.original_class_names,
         "split_names": split_names,
@@ -127,7 +102,5 @@ def convert_dataset(
         "shards": shards,
         "complete": True,
     }
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / "manifest.json")
+    fmt.write_manifest(out, manifest)
     return manifest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from deeplense.core import dataset_dir as fmt
 from deeplense.data.base import DataFormatError, ImageSource
 
 __all__ = ["DataFormatError", "ShardedDataset"]
@@ -27,13 +27,7 @@ class ShardedDataset(ImageSource):
 
     def __init__(self, root: str | Path, split: str | None = None):
         self.root = Path(root)
-        manifest_path = self.root / "manifest.json"
-        if not manifest_path.exists():
-            raise DataFormatError(f"{manifest_path}: missing; the data set is incomplete (rerun the simulate command)")
-        try:
-            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
+        self.manifest: dict[str, Any] = fmt.read_manifest(self.root)
         self.class_names: list[str] = list(self.manifest["class_names"])
         self.original_class_names = list(self.manifest.get("original_class_names", self.class_names))
         self.bad_files = []
@@ -62,24 +56,8 @@ class ShardedDataset(ImageSource):
         self._pid = os.getpid()
 
     def _read_table(self, path: Path, shard: dict[str, Any]) -> pd.DataFrame:
-        try:
-            with h5py.File(path, "r") as f:
-                n = shard["stop"] - shard["start"]
-                if f["images"].shape[0] != n:
-                    raise DataFormatError(f"{path}: images has {f['images'].shape[0]} rows, the manifest says {n}")
-                data = {
-                    "index": f["index"][:],
-                    "label": f["label"][:].astype(np.int64),
-                    "split": np.asarray(self.split_names)[f["split"][:]],
-                    "seed": f["seed"][:],
-                }
-                if "file" in f:
-                    data["file"] = f["file"].asstr()[:]
-                data.update({name: f["params"][name][:] for name in f["params"]})
-        except OSError as exc:
-            raise DataFormatError(f"{path}: cannot read shard ({exc})") from None
-        except KeyError as exc:
-            raise DataFormatError(f"{path}: missing field {exc}") from None
+        data = fmt.read_shard_columns(path, shard["stop"] - shard["start"])
+        data["split"] = np.asarray(self.split_names)[data["split"]]
         table = pd.DataFrame(data)
         table.insert(2, "class_name", np.asarray(self.class_names)[table["label"].to_numpy()])
         return table

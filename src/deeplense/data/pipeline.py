@@ -132,7 +132,7 @@ class _SimulatorMixin:
         return self._render(np.asarray(indices, dtype=np.int64), apply_pipeline=False)["image"].numpy()
 
     def _render(self, indices: np.ndarray, generator=None, apply_pipeline: bool = True) -> dict[str, torch.Tensor]:
-        from deeplense.seeding import image_seed
+        from deeplense.core.seeding import image_seed
         from deeplense.sim.simulator import Simulator
 
         if self._sim is None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deeplense.core import dataset_dir as fmt
 from deeplense.data.base import BadFile, DataFormatError, ImageSource
 from deeplense.data.decode import MAX_BANDS, Decoded, decode_array, decoded_shape
 from deeplense.data.safe_npy import load_npy, read_header
@@ -401,7 +402,7 @@ def detect_layout(path: str | Path) -> str:
         if suffix in FITS:
             return "fits_cube"
         raise DataFormatError(f"{path}: cannot read a data set from a {suffix or 'suffix-less'} file")
-    if (path / "manifest.json").exists() or (path / "config.yaml").exists() and (path / "shards").is_dir():
+    if (path / fmt.MANIFEST).exists() or (path / fmt.CONFIG).exists() and (path / fmt.SHARD_DIR).is_dir():
         return "deeplense"
     subdirs = _subdirs(path)
     prefixed = [d for d in subdirs if "_" in d and canonical_split(d.split("_", 1)[0])]

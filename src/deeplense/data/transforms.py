@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deeplense.config import ConfigError
-from deeplense.registry import Registry
+from deeplense.core.config import ConfigError
+from deeplense.core.registry import Registry
 
 __all__ = [
     "TRANSFORMS",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeplense.config import ConfigError, load_yaml
+from deeplense.core.config import ConfigError, load_yaml
 
 __all__ = ["evaluate_run", "evaluation_data"]
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 from deeplense.data.transforms import dihedral, dihedral_group
 
 __all__ = ["D4_TABLE", "D4_INVERSE", "LiftingConv", "GroupConv", "D4CNN"]

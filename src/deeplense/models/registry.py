@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deeplense.registry import Registry
+from deeplense.core.registry import Registry
 
 __all__ = ["MODELS", "create_backbone", "list_models", "load_weights", "PretrainedWeightsWarning"]
 

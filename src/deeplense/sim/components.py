@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from deeplense.config import ConfigError, check_keys
+from deeplense.core.config import ConfigError, check_keys
 from deeplense.sim.cosmology import LensingContext
 from deeplense.sim.priors import Fixed, Param, Prior, parse_prior
 

@@ -14,7 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 
 __all__ = ["LensingContext", "DISTANCE_CONVENTIONS"]
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 from deeplense.sim import halos as H
 from deeplense.sim.components import Column
 from deeplense.sim.priors import Param

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deeplense.config import ConfigError, check_keys
-from deeplense.registry import Registry
+from deeplense.core.config import ConfigError, check_keys
+from deeplense.core.registry import Registry
 from deeplense.sim import functional as F
 from deeplense.sim import kernels
 from deeplense.sim import random as R

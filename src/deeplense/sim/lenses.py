@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor
 
-from deeplense.registry import Registry
+from deeplense.core.registry import Registry
 from deeplense.sim import functional as F
 from deeplense.sim.components import Component, MassOrEinsteinRadius
 from deeplense.sim.priors import Param

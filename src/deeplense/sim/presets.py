@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from deeplense.config import ConfigError, parse_yaml
+from deeplense.core.config import ConfigError, parse_yaml
 
 __all__ = ["list_presets", "load_preset"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 
 __all__ = ["Param", "Prior", "Fixed", "Uniform", "LogUniform", "Normal", "TruncatedNormal", "Choice", "parse_prior"]
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deeplense.config import ConfigError, check_keys
-from deeplense.seeding import image_rng, noise_key
+from deeplense.core.config import ConfigError, check_keys
+from deeplense.core.seeding import image_rng, noise_key
 from deeplense.sim import functional as F
 from deeplense.sim import (
     halo_populations,  # noqa: F401  (registers cdm, wdm, sidm)

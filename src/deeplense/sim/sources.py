@@ -14,8 +14,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from deeplense.config import ConfigError
-from deeplense.registry import Registry
+from deeplense.core.config import ConfigError
+from deeplense.core.registry import Registry
 from deeplense.sim import functional as F
 from deeplense.sim.components import Column, Component
 from deeplense.sim.priors import Param

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from deeplense.config import ConfigError
-from deeplense.registry import Registry
+from deeplense.core.config import ConfigError
+from deeplense.core.registry import Registry
 from deeplense.sim.components import Column, Component
 from deeplense.sim.priors import Param
 

@@ -1,11 +1,6 @@
 """Write simulated data sets: sharded HDF5, deterministic, resumable, parallel.
 
-Layout of a data set directory::
-
-    config.yaml      resolved simulation config plus the ``dataset`` section (seed, sizes, splits)
-    manifest.json    written last: version, counts per class and split, schema, shard list
-    shards/shard-00000.h5 ...
-
+The directory's files are named, written and checked by :mod:`deeplense.core.dataset_dir`.
 Labels repeat a fixed pattern in which class ``c`` appears ``class_weights[c]`` times (one each by
 default: image ``i`` has label ``i % n_classes``), so any prefix keeps the class proportions; seed
 ``SeedSequence([seed, i])``. Each shard holds a contiguous index range and is written under a
@@ -29,13 +24,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from deeplense.config import ConfigError, dump_yaml, load_yaml
-from deeplense.seeding import image_seed
+from deeplense.core import dataset_dir as fmt
+from deeplense.core.config import ConfigError, dump_yaml, load_yaml
+from deeplense.core.seeding import image_seed
 
-__all__ = ["DatasetPlan", "parse_splits", "write_dataset", "shard_path", "FORMAT_VERSION"]
-
-FORMAT_VERSION = 1
-SHARD_DIR = "shards"
+__all__ = ["DatasetPlan", "parse_splits", "write_dataset"]
 
 
 def parse_splits(text: str | dict[str, float]) -> dict[str, float]:
@@ -133,19 +126,14 @@ class DatasetPlan:
             yield shard_id, start, min(start + self.shard_size, self.n_total)
 
     def to_yaml(self) -> dict[str, Any]:
-        return {**asdict(self), "format_version": FORMAT_VERSION}
-
-
-def shard_path(root: Path, shard_id: int) -> Path:
-    return Path(root) / SHARD_DIR / f"shard-{shard_id:05d}.h5"
+        return {**asdict(self), "format_version": fmt.FORMAT_VERSION}
 
 
 def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
     """Render and write one shard (runs in a worker process); returns (shard_id, images)."""
     import torch
 
-    from deeplense import __version__
-    from deeplense.runtime import keep_freed_memory
+    from deeplense.core.runtime import keep_freed_memory
     from deeplense.sim.simulator import Simulator
     from deeplense.sim.substructure import PROFILE_COLUMNS
 
@@ -157,12 +145,10 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
     indices = np.arange(start, stop)
     labels = plan.labels(indices)
     seeds = [image_seed(plan.seed, int(i)) for i in indices]
-    final = shard_path(root, shard_id)
-    tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
     inst = sim.instrument
     shape = (len(indices), len(inst.bands), inst.size, inst.size)
     columns = sim.columns
-    with h5py.File(tmp, "w") as f:
+    with fmt.open_shard(root, shard_id, start, stop) as f:
         images = f.create_dataset(
             "images", shape=shape, dtype="float32", chunks=(1, *shape[1:]), compression=job.get("compression")
         )
@@ -178,14 +164,8 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
                 row = sim.metadata_row(sample)
                 table[lo + j] = [row[c.name] for c in columns]
             samples.extend(batch_samples)
-        f["index"] = indices.astype(np.int64)
-        f["label"] = labels.astype(np.int16)
-        f["split"] = plan.splits_of(indices)
-        f["seed"] = np.array(seeds, dtype=np.uint64)
-        params = f.create_group("params")
-        for k, col in enumerate(columns):
-            params[col.name] = table[:, k]
-            params[col.name].attrs["unit"] = col.unit
+        params = {col.name: (table[:, k], col.unit) for k, col in enumerate(columns)}
+        fmt.write_columns(f, indices, labels, plan.splits_of(indices), np.array(seeds, dtype=np.uint64), params)
         for profile, names in PROFILE_COLUMNS.items():
             tables = [s.subhalos.of(profile) for s in samples]
             k = max(len(t) for t in tables)
@@ -196,19 +176,7 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
                 padded[i, : len(t)] = t
             dset = f.create_dataset(f"subhalos/{profile}", data=padded, compression="gzip")
             dset.attrs["columns"] = list(names)
-        f.attrs.update(shard_id=shard_id, start=start, stop=stop, deeplense_version=__version__)
-    os.replace(tmp, final)
     return shard_id, len(indices)
-
-
-def _shard_complete(path: Path, start: int, stop: int) -> bool:
-    try:
-        with h5py.File(path, "r") as f:
-            return (
-                int(f.attrs["start"]) == start and int(f.attrs["stop"]) == stop and f["images"].shape[0] == stop - start
-            )
-    except (OSError, KeyError):
-        return False
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -244,7 +212,6 @@ def write_dataset(
 
     ``progress(done_images, total_images, seconds)`` is called as shards complete.
     """
-    from deeplense import __version__
     from deeplense.sim.simulator import Simulator
 
     root = Path(root)
@@ -252,7 +219,7 @@ def write_dataset(
     if sim.class_names and len(sim.class_names) != plan.n_classes:
         raise ConfigError("classes", f"the plan has {plan.n_classes} classes, the config {len(sim.class_names)}")
     resolved = {**sim.to_yaml(), "dataset": plan.to_yaml()}
-    config_file = root / "config.yaml"
+    config_file = root / fmt.CONFIG
     if config_file.exists():
         stored = load_yaml(config_file)
         existing = {**resolved_sim(stored), "dataset": stored.get("dataset")}
@@ -261,16 +228,15 @@ def write_dataset(
             raise ConfigError(diff, f"{root} holds a different data set (this key differs); use another --out")
     elif root.exists() and any(root.iterdir()):
         raise ConfigError("out", f"{root} exists, is not empty and is not a deeplense data set")
-    (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    (root / fmt.SHARD_DIR).mkdir(parents=True, exist_ok=True)
     if not config_file.exists():
         tmp = config_file.with_suffix(".yaml.tmp")
         dump_yaml(json.loads(json.dumps(resolved)), tmp)
         os.replace(tmp, config_file)
-    for stale in (root / SHARD_DIR).glob("*.tmp"):
-        stale.unlink()
+    fmt.remove_temporaries(root)
     jobs, done = [], 0
     for shard_id, start, stop in plan.shards():
-        if _shard_complete(shard_path(root, shard_id), start, stop):
+        if fmt.shard_complete(fmt.shard_path(root, shard_id), start, stop):
             done += stop - start
             continue
         jobs.append(
@@ -295,11 +261,9 @@ def write_dataset(
         done += n
         if progress:
             progress(done, plan.n_total, time.perf_counter() - t0)
-    manifest = _manifest(root, sim, plan, __version__)
+    manifest = _manifest(root, sim, plan)
     manifest["written_this_run"] = done - already
-    tmp = root / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, root / "manifest.json")
+    fmt.write_manifest(root, manifest)
     return manifest
 
 
@@ -343,25 +307,20 @@ def _run_jobs(jobs: list[dict[str, Any]], workers: int, scheduler: str | None) -
             yield future.result()[1]
 
 
-def _manifest(root: Path, sim, plan: DatasetPlan, version: str) -> dict[str, Any]:
+def _manifest(root: Path, sim, plan: DatasetPlan) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {c: dict.fromkeys(plan.split_names, 0) for c in sim.class_names}
     shards = []
     for shard_id, start, stop in plan.shards():
-        path = shard_path(root, shard_id)
-        with h5py.File(path, "r") as f:
+        with h5py.File(fmt.shard_path(root, shard_id), "r") as f:
             labels, splits = f["label"][:], f["split"][:]
         for lab, sp in zip(labels, splits):
             counts[sim.class_names[lab]][plan.split_names[sp]] += 1
-        shards.append({"file": str(path.relative_to(root)), "start": start, "stop": stop, "bytes": path.stat().st_size})
+        shards.append(fmt.shard_entry(root, shard_id, start, stop))
     inst = sim.instrument
     return {
-        "format": "deeplense-dataset",
-        "format_version": FORMAT_VERSION,
-        "deeplense_version": version,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fmt.manifest_header(plan.n_total),
         "preset": sim.name,
         "seed": plan.seed,
-        "n_images": plan.n_total,
         "class_names": sim.class_names,
         "split_names": plan.split_names,
         "counts": counts,

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from deeplense.config import ConfigError, apply_overrides, load_yaml
+from deeplense.core.config import ConfigError, apply_overrides, load_yaml
 
 __all__ = ["DEFAULTS", "resolve_config", "validate_config", "TASKS"]
 

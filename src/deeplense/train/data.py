@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeplense.config import ConfigError, apply_overrides, load_yaml
+from deeplense.core.config import ConfigError, apply_overrides, load_yaml
 from deeplense.data.pipeline import SimulatedImages, StoredImages
 from deeplense.data.transforms import Pipeline, build_pipeline
 

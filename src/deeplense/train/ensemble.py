@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeplense.config import ConfigError
+from deeplense.core.config import ConfigError
 
 __all__ = ["ensemble", "raw_split"]
 

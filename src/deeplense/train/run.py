@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deeplense.config import ConfigError, dump_yaml, load_yaml
+from deeplense.core.config import ConfigError, dump_yaml, load_yaml
 from deeplense.train.config import validate_config
 
 __all__ = ["train", "make_run_dir", "hardware", "merge_metrics", "quiet_lightning"]

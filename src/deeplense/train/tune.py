@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deeplense.config import ConfigError, apply_overrides, dump_yaml
+from deeplense.core.config import ConfigError, apply_overrides, dump_yaml
 
 __all__ = ["tune"]
 
