@@ -28,9 +28,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from deeplense import open_dataset
+from deeplense.core.runtime import keep_freed_memory
 from deeplense.data.pipeline import StoredImages, make_loader
 from deeplense.data.transforms import build_pipeline
-from deeplense.core.runtime import keep_freed_memory
 from deeplense.sim import load_preset
 from deeplense.sim.writer import DatasetPlan, write_dataset
 

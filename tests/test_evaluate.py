@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_cli as run
 from deeplense import open_dataset
-from deeplense.evaluate.metrics import (
+from deeplense.tasks.metrics import (
     bootstrap_auc,
     classification_metrics,
     errors_by_truth,
@@ -71,7 +71,9 @@ def test_evaluate_own_test_split_and_a_foreign_layout_give_the_same_numbers(tiny
     assert "src='http" not in html and 'src="http' not in html  # self-contained
     assert "Training data and model contract" in html and "small_cnn" in html
     # the same test images, written out as the released per-file layout, through the readers
-    source = open_dataset(json.loads((run_dir / "contract.json").read_text())["data"]["path"], split="test")
+    source = open_dataset(
+        json.loads((run_dir / "contract.json").read_text())["provenance"]["data"]["path"], split="test"
+    )
     for i in range(len(source)):
         folder = tmp_path / "Model_I" / source.class_names[source.labels[i]]
         folder.mkdir(parents=True, exist_ok=True)
@@ -98,10 +100,10 @@ def test_test_time_augmentation_is_the_mixture_of_the_transformed_images(tiny_ru
     import torch
 
     from deeplense.data.transforms import dihedral
-    from deeplense.train.checkpoint import load_model
+    from deeplense.infer import load_predictor
 
-    model = load_model(tiny_runs[run_name])
-    source = open_dataset(model.contract["data"]["path"], split="test")
+    model = load_predictor(tiny_runs[run_name])
+    source = open_dataset(model.contract.provenance.data["path"], split="test")
     images = torch.as_tensor(source.images(np.arange(len(source))))
     views = [model.predict(dihedral(images, e).numpy()) for e in elements]  # minmax commutes with them
     averaged = model.predict(images.numpy(), tta=group)

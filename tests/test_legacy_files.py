@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import deeplense
-from deeplense.train.checkpoint import load_model
+from deeplense.infer import load_predictor
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 
@@ -17,7 +17,7 @@ def test_old_checkpoints_load_and_predict_what_they_did(task):
     run = LEGACY / "runs" / task
     expected = dict(np.load(run / "expected_predictions.npz"))
     images = deeplense.open_dataset(LEGACY / "dataset").images(np.arange(18))
-    got = load_model(run).predict(images)
+    got = load_predictor(run).predict(images)
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_allclose(got[key], value, rtol=1e-6, atol=1e-7)
@@ -36,3 +36,21 @@ def test_old_data_set_opens_and_regenerates_bit_for_bit(tmp_path):
     again = deeplense.open_dataset(tmp_path / "again")
     np.testing.assert_array_equal(again.images(np.arange(18)), old.images(np.arange(18)))
     np.testing.assert_array_equal(again.labels, old.labels)
+
+
+def test_contract_versions_round_trip_migrate_and_refuse_the_future():
+    import json
+
+    from deeplense.core.contract import CONTRACT_VERSION, ModelContract
+    from deeplense.core.errors import DataFormatError
+
+    flat = json.loads((LEGACY / "runs" / "regression" / "contract.json").read_text())  # version 0
+    contract = ModelContract.from_dict(flat)
+    assert contract.version == CONTRACT_VERSION and contract.task == "regression"
+    assert contract.output.targets == ["substructure.log10_m_a"] and contract.output.target_units == ["log10(eV)"]
+    assert contract.input.in_chans == 1 and contract.input.img_size == 16
+    assert ModelContract.from_dict(contract.to_dict()) == contract
+    with pytest.raises(DataFormatError, match="contract version 99 is newer"):
+        ModelContract.from_dict({**contract.to_dict(), "version": 99})
+    with pytest.raises(DataFormatError, match="missing field 'task'"):
+        ModelContract.from_dict({k: v for k, v in contract.to_dict().items() if k != "task"})

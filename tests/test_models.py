@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deeplense.data.transforms import dihedral
-from deeplense.models import LensNet, PretrainedWeightsWarning, build_network, create_backbone
+from deeplense.models import Network, PretrainedWeightsWarning, build_network, create_backbone
 from deeplense.models.equivariant import D4_INVERSE, D4_TABLE, GroupConv, LiftingConv
 
 
@@ -36,7 +36,7 @@ def test_group_convolutions_are_equivariant_and_the_network_invariant():
             expected = torch.stack([dihedral(f[:, :, D4_TABLE[D4_INVERSE[u], h]], u) for h in range(8)], dim=2)
             assert torch.allclose(g, expected, atol=1e-5)
     net = build_network(
-        {"name": "d4_cnn", "kwargs": {"widths": [4, 8, 8]}}, "classification", 3, in_chans=2, img_size=32
+        {"name": "d4_cnn", "kwargs": {"widths": [4, 8, 8]}}, "linear", 3, in_chans=2, img_size=32
     ).eval()
     images = torch.randn(3, 2, 32, 32)
     with torch.no_grad():
@@ -62,7 +62,7 @@ def test_d2_network_is_invariant_to_half_turns_and_mirrors_but_not_quarter_turns
             assert torch.allclose(g, expected, atol=1e-5)
     net = build_network(
         {"name": "d4_cnn", "kwargs": {"widths": [4, 8, 8], "group": "d2", "depth": 2}},
-        "regression",
+        "gaussian",
         1,
         in_chans=1,
         img_size=32,
@@ -80,7 +80,7 @@ def test_d2_network_is_invariant_to_half_turns_and_mirrors_but_not_quarter_turns
 
 def test_small_cnn_is_not_invariant_so_the_test_above_can_fail():
     torch.manual_seed(0)
-    net = build_network({"name": "small_cnn"}, "classification", 3, in_chans=1, img_size=32).eval()
+    net = build_network({"name": "small_cnn"}, "linear", 3, in_chans=1, img_size=32).eval()
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         assert not torch.allclose(net(dihedral(x, 1)), net(x), atol=1e-5)
@@ -106,10 +106,10 @@ def test_small_cnn_depth_stacks_convolutions_per_block():
     ],
 )
 def test_timm_backbones_with_any_bands_and_image_size(name, kwargs, bands, size):
-    net = build_network({"name": name, "kwargs": kwargs}, "regression", 2, in_chans=bands, img_size=size)
+    net = build_network({"name": name, "kwargs": kwargs}, "gaussian", 2, in_chans=bands, img_size=size)
     out = net(torch.randn(2, bands, size, size))
     assert out.shape == (2, 4)  # two means, two log-variances
-    mean, var = net.split_regression(out)
+    mean, var = net.head.split(out)
     assert (var > 0).all() and mean.shape == (2, 2)
 
 
@@ -145,7 +145,7 @@ def test_local_weight_files_load_with_band_adaptation(tmp_path):
 def test_unknown_model_names_are_a_clear_error():
     with pytest.raises(KeyError, match="unknown model 'resnet_18'"):
         create_backbone("resnet_18")
-    assert isinstance(build_network({"name": "small_cnn"}, "classification", 2, 1, 32), LensNet)
+    assert isinstance(build_network({"name": "small_cnn"}, "linear", 2, 1, 32), Network)
 
 
 def test_models_list_cli():
@@ -154,3 +154,23 @@ def test_models_list_cli():
     assert everything.returncode == 0 and "d4_cnn" in everything.stdout and "small_cnn" in everything.stdout
     convit = subprocess.run([*cli, "convit*"], capture_output=True, text=True).stdout
     assert "convit_tiny" in convit and "resnet18" not in convit and "small_cnn" not in convit
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "spatial"),
+    [
+        ("small_cnn", {"widths": [4, 8, 16]}, (16, 8, 8)),  # two 2x2 pools
+        ("d4_cnn", {"widths": [4, 8]}, (8, 8, 16, 16)),  # one map per group element
+        ("resnet18", {}, (512, 1, 1)),
+    ],
+)
+def test_every_backbone_exposes_its_spatial_map_and_pools_it_into_its_features(name, kwargs, spatial):
+    """A decoder starts from ``forward_features``; ``forward_head`` of it is what a head sees."""
+    torch.manual_seed(0)
+    backbone = create_backbone(name, in_chans=1, img_size=32, **kwargs).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        features = backbone.forward_features(x)
+        assert tuple(features.shape[1:]) == spatial
+        assert torch.equal(backbone.forward_head(features, pre_logits=True), backbone(x))
+        assert backbone(x).shape == (2, backbone.num_features)

@@ -219,3 +219,9 @@ def test_fused_gather_equals_the_plain_pipeline_bit_for_bit(shape, monkeypatch):
     pipeline = build_pipeline(["minmax", "dihedral"]).train()
     a = pipeline.gather(source, rows, torch.Generator().manual_seed(11))
     assert not torch.equal(a, pipeline.gather(source, rows, torch.Generator().manual_seed(12)))
+
+
+def test_mixup_in_data_transforms_is_refused_not_dropped():
+    """It used to be accepted and silently ignored; mixup is set by train.mixup_alpha."""
+    with pytest.raises(ConfigError, match=r"data.transforms.1.name: mixup mixes labels .* train.mixup_alpha"):
+        build_pipeline(["minmax", {"name": "mixup", "alpha": 0.4}], "data.transforms")

@@ -16,7 +16,7 @@ import yaml
 from conftest import CLI
 from conftest import run_cli as run
 from deeplense.core.config import ConfigError
-from deeplense.train.checkpoint import load_model
+from deeplense.infer import load_predictor
 from deeplense.train.config import resolve_config
 
 TINY_SIM = {
@@ -67,8 +67,9 @@ def test_classification_run_writes_a_complete_run_directory(tmp_path):
     assert test["n"] == 48 and set(test["auc_per_class"]) == {"no_sub", "cdm", "axion"}
     assert np.asarray(test["confusion_matrix"]).sum() == 48
     # the checkpoint alone rebuilds the model and reproduces the test predictions
-    model = load_model(run_dir)
-    assert model.contract["class_names"] == ["no_sub", "cdm", "axion"] and model.contract["img_size"] == 32
+    model = load_predictor(run_dir)
+    assert model.contract.output.class_names == ["no_sub", "cdm", "axion"] and model.contract.input.img_size == 32
+    assert model.contract.input.bands == ["model_i"] and model.contract.input.pixel_scale_arcsec == pytest.approx(0.2)
     from deeplense.data.pipeline import SimulatedImages
     from deeplense.train.data import simulation_config
 
@@ -95,8 +96,10 @@ def test_regression_on_stored_axion_images_with_uncertainty(tiny_dataset, tmp_pa
     run("train", config)
     run_dir = tmp_path / "runs" / "reg"
     contract = json.loads((run_dir / "contract.json").read_text())
-    assert contract["targets"] == ["substructure.log10_m_a"] and contract["target_units"] == ["log10(eV)"]
-    assert -24 < contract["target_mean"][0] < -22
+    assert contract["version"] == 1 and contract["task"] == "regression"
+    output = contract["output"]
+    assert output["targets"] == ["substructure.log10_m_a"] and output["target_units"] == ["log10(eV)"]
+    assert -24 < output["target_mean"][0] < -22
     test = json.loads((run_dir / "test_metrics.json").read_text())
     entry = test["substructure.log10_m_a"]
     assert entry["unit"] == "log10(eV)" and 0 <= entry["coverage_68"] <= entry["coverage_95"] <= 1
@@ -245,7 +248,7 @@ def test_optional_loggers_tensorboard_mlflow_sqlite_and_wandb_offline(tmp_path):
 
 
 def test_ema_warms_up_so_the_initial_weights_do_not_linger():
-    from deeplense.train.module import ema_update
+    from deeplense.tasks.base import ema_update
 
     update = ema_update(0.999)
     averaged, current = [torch.zeros(3), torch.tensor(0)], [torch.ones(3), torch.tensor(7)]
@@ -277,14 +280,20 @@ def test_training_on_a_folder_with_bad_files_stops_or_skips_them(tmp_path):
     assert len(split) == 24 and not split["key"].str.contains("nan.npy").any()
 
 
-def _regression_module(*overrides: str, **contract):
-    """A LensingModule for one regression target named ``t`` (16x16 single-band images)."""
-    from deeplense.train.module import LensingModule
+def _regression_module(*overrides: str, **output):
+    """The regression task for one target named ``t`` (16x16 single-band images)."""
+    from deeplense.core.contract import InputSpec, ModelContract, ModelSpec, OutputSpec
+    from deeplense.tasks.regression import Regression
 
     regression = {"task": "regression", "data": {"simulate": TINY_SIM, "targets": ["substructure.log10_m_a"]}}
     train = resolve_config(regression, list(overrides))["train"]
-    base = {"task": "regression", "targets": ["t"], "target_units": ["dex"], "in_chans": 1, "img_size": 16}
-    return LensingModule({**base, "model": {"name": "small_cnn", "kwargs": {}}, **contract}, train)
+    contract = ModelContract(
+        task="regression",
+        model=ModelSpec("small_cnn"),
+        input=InputSpec(in_chans=1, img_size=16),
+        output=OutputSpec(targets=["t"], target_units=["dex"], **output),
+    )
+    return Regression(contract, train)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
@@ -295,7 +304,7 @@ def test_beta_nll_weights_each_sample_by_its_variance_to_the_power_beta(beta):
         var = torch.tensor([[0.01], [1.0], [25.0]])
         out = torch.cat([torch.zeros(3, 1), var.log()], 1).requires_grad_()
         y = torch.tensor([1.0, 1.0, 1.0])[:, None]
-        loss = module._loss(out, {"target": y})
+        loss = module.loss(out, {"target": y})
         (grad,) = torch.autograd.grad(loss, out)
         losses[name] = loss.item()
         # d/d(mean) of the per-sample NLL is (mean - y) / var; beta_nll multiplies it by var**beta
@@ -320,6 +329,6 @@ def test_sigma_scaling_fits_the_validation_errors_and_old_checkpoints_load():
     module._recalibrate(got)
     assert module.sigma_scale.item() == pytest.approx(3.0, rel=0.05)
     out = torch.tensor([[0.0, np.log(0.25)]])  # normalised mean 0, variance 0.25
-    assert module._decode(out)["sigma"].item() == pytest.approx(0.5 * 2.0 * module.sigma_scale.item())
+    assert module.decode(out)["sigma"].item() == pytest.approx(0.5 * 2.0 * module.sigma_scale.item())
     module.load_state_dict(old_state)  # a checkpoint from before sigma scaling
     assert module.sigma_scale.item() == 1.0

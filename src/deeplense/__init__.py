@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from deeplense.core.version import __version__
 
-try:
-    __version__ = version("deeplense")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
-
-__all__ = ["__version__", "open_dataset"]
+__all__ = ["__version__", "open_dataset", "load_predictor"]
 
 
 def open_dataset(path, **kwargs):
@@ -17,3 +12,10 @@ def open_dataset(path, **kwargs):
     from deeplense.data.readers import open_dataset as _open
 
     return _open(path, **kwargs)
+
+
+def load_predictor(path, device: str = "cpu"):
+    """A trained model from its checkpoint; see :func:`deeplense.infer.load_predictor`."""
+    from deeplense.infer import load_predictor as _load
+
+    return _load(path, device)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deeplense.core.config import dump_yaml, load_yaml
+from deeplense.core.run_dir import RunDir
 
 __all__ = ["run_demo", "DEMO_CONFIG"]
 
@@ -28,8 +29,10 @@ def run_demo(
     n_per_class: int = 1500,
     epochs: int | None = None,
     say: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Simulate -> train -> evaluate; returns the headline numbers and paths."""
+    """Simulate -> train -> evaluate; returns the headline numbers and paths. ``progress(done,
+    total)`` follows the simulation."""
     from deeplense.evaluate.run import evaluate_run
     from deeplense.sim.presets import load_preset
     from deeplense.sim.writer import DatasetPlan, write_dataset
@@ -45,12 +48,13 @@ def run_demo(
         n_per_class=n_per_class, n_classes=3, seed=0, splits={"train": 0.8, "val": 0.1, "test": 0.1}, shard_size=500
     )
     say(f"[1/3] simulate {3 * n_per_class} Model I images (64x64) -> {data}")
-    from deeplense.cli.common import progress_bar
-
-    with progress_bar("simulate") as update:
-        manifest = write_dataset(
-            data, sim_config, plan, workers=2, progress=lambda done, total, _s: update(done, total)
-        )
+    manifest = write_dataset(
+        data,
+        sim_config,
+        plan,
+        workers=2,
+        progress=(lambda done, total, _s: progress(done, total)) if progress else None,
+    )
     say(
         f"      {manifest['written_this_run']} rendered now, {manifest['n_images'] - manifest['written_this_run']} reused"
     )
@@ -63,21 +67,13 @@ def run_demo(
     )
     if epochs is not None:
         config["train"]["epochs"] = int(epochs)
-    done = run_dir / "summary.json"
-    if (
-        done.exists()
-        and (run_dir / "config.yaml").exists()
-        and load_yaml(run_dir / "config.yaml") == json.loads(json.dumps(config))
-    ):
+    run = RunDir(run_dir)
+    same_config = run.config.exists() and load_yaml(run.config) == json.loads(json.dumps(config))
+    if run.summary.exists() and same_config:
         say(f"[2/3] reuse the trained model in {run_dir}")
-        summary = json.loads(done.read_text())
+        summary = run.read_summary()
     else:
-        if (
-            run_dir.exists()
-            and (run_dir / "checkpoints" / "last.ckpt").exists()
-            and (run_dir / "config.yaml").exists()
-            and load_yaml(run_dir / "config.yaml") == json.loads(json.dumps(config))
-        ):
+        if run.last.exists() and same_config:
             say(f"[2/3] resume the interrupted training in {run_dir}")
             summary = train(None, resume=run_dir)
         else:

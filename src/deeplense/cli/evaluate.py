@@ -30,7 +30,7 @@ def evaluate(
     from deeplense.core.config import ConfigError
     from deeplense.data.base import DataFormatError
     from deeplense.evaluate.run import evaluate_run
-    from deeplense.train.run import quiet_lightning
+    from deeplense.train.loggers import quiet_lightning
 
     quiet_lightning()
     try:
@@ -69,7 +69,7 @@ def compare(
 ) -> None:
     """Leaderboard (Markdown, CSV) across runs and overlaid ROC curves."""
     from deeplense.evaluate.compare import compare_runs
-    from deeplense.train.run import quiet_lightning
+    from deeplense.train.loggers import quiet_lightning
 
     quiet_lightning()
     try:
@@ -108,11 +108,13 @@ def demo(
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default 12).")] = None,
 ) -> None:
     """Simulate a small Model I data set, train the CPU model, evaluate, write the report."""
+    from deeplense.cli.common import progress_bar
     from deeplense.demo import run_demo
-    from deeplense.train.run import quiet_lightning
+    from deeplense.train.loggers import quiet_lightning
 
     quiet_lightning()
-    headline = run_demo(out, n_per_class, epochs, say=typer.echo)
+    with progress_bar("simulate") as update:
+        headline = run_demo(out, n_per_class, epochs, say=typer.echo, progress=update)
     ci = headline["test_auc_macro_95ci"]
     typer.echo("")
     typer.echo(

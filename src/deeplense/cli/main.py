@@ -36,7 +36,7 @@ app.add_typer(train.models_app, name="models")
 @app.command("version")
 def version() -> None:
     """Print the package version."""
-    from deeplense import __version__
+    from deeplense.core.version import __version__
 
     typer.echo(__version__)
 

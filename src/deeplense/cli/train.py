@@ -14,7 +14,7 @@ models_app = typer.Typer(help="Networks: ours and every timm backbone.", no_args
 
 
 def quiet_lightning() -> None:
-    from deeplense.train.run import quiet_lightning as quiet
+    from deeplense.train.loggers import quiet_lightning as quiet
 
     quiet()
 
@@ -59,14 +59,7 @@ def train(
     )
     test = summary.get("test")
     if test:
-        keys = ("auc_macro", "auc", "accuracy") if summary["task"] == "classification" else ()
-        shown = {k: round(test[k], 4) for k in keys if k in test}
-        for name, entry in test.items():
-            if isinstance(entry, dict) and "mae" in entry:
-                shown[name] = {
-                    k: round(entry[k], 4) for k in ("mae", "rmse", "coverage_68", "coverage_95") if k in entry
-                }
-        typer.echo(f"test ({test['n']} images): {json.dumps(shown)}")
+        typer.echo(f"test ({test['n']} images): {_headline(summary['task'], test)}")
 
 
 @models_app.command("list")
@@ -121,24 +114,21 @@ def ensemble(
     """Combine checkpoints by averaging or a fitted stacker; evaluates members and ensemble."""
     from deeplense.core.config import ConfigError
     from deeplense.data.base import DataFormatError
-    from deeplense.train.ensemble import ensemble as run_ensemble
+    from deeplense.evaluate.ensemble import ensemble as run_ensemble
 
     try:
         report = run_ensemble(runs, out, method, data)
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    metrics = report["metrics"]
-    headline = "auc_macro" if "auc_macro" in metrics else ("auc" if "auc" in metrics else None)
+    task = report["task"]
     for i, member in enumerate(report["member_metrics"]):
-        typer.echo(f"member {i}: {_headline(member, headline)}")
-    typer.echo(f"ensemble ({method}): {_headline(metrics, headline)}  -> {out / 'ensemble_metrics.json'}")
+        typer.echo(f"member {i}: {_headline(task, member)}")
+    typer.echo(f"ensemble ({method}): {_headline(task, report['metrics'])}  -> {out / 'ensemble_metrics.json'}")
 
 
-def _headline(metrics: dict, key: str | None) -> str:
-    if key:
-        return f"{key} {metrics[key]:.4f}, accuracy {metrics['accuracy']:.4f}"
-    return ", ".join(
-        f"{name}: MAE {m['mae']:.4f}, 68% coverage {m.get('coverage_68', float('nan')):.2f}"
-        for name, m in metrics.items()
-        if isinstance(m, dict)
-    )
+def _headline(task: str, metrics: dict) -> str:
+    """The task's headline numbers, four decimals."""
+    from deeplense.tasks import TASKS
+
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in TASKS.get(task).headline(metrics).items()}
+    return json.dumps(shown)

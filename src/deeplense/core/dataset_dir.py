@@ -64,7 +64,7 @@ def shard_path(root: str | Path, shard_id: int) -> Path:
 def open_shard(root: str | Path, shard_id: int, start: int, stop: int) -> Iterator[h5py.File]:
     """An HDF5 file to fill with images ``start..stop-1``; on a clean exit its attributes are
     set and it is renamed into place, on an error the partial file is removed."""
-    from deeplense import __version__
+    from deeplense.core.version import __version__
 
     final = shard_path(root, shard_id)
     tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
@@ -125,7 +125,7 @@ def shard_entry(root: str | Path, shard_id: int, start: int, stop: int) -> dict[
 
 def manifest_header(n_images: int) -> dict[str, Any]:
     """The fields every manifest starts with."""
-    from deeplense import __version__
+    from deeplense.core.version import __version__
 
     return {
         "format": FORMAT,

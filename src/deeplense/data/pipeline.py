@@ -18,7 +18,15 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_
 from deeplense.data.base import DataFormatError, ImageSource
 from deeplense.data.transforms import Pipeline
 
-__all__ = ["StoredImages", "SimulatedImages", "SimulatedStream", "EpochSampler", "make_loader", "target_table"]
+__all__ = [
+    "StoredImages",
+    "SimulatedImages",
+    "SimulatedStream",
+    "EpochSampler",
+    "make_loader",
+    "target_table",
+    "raw_split",
+]
 
 
 def target_table(source: ImageSource, targets: Sequence[str]) -> np.ndarray:
@@ -232,3 +240,23 @@ def make_loader(
         drop_last=drop_last,
         persistent_workers=workers > 0,
     )
+
+
+def raw_split(dataset, batch: int = 256):
+    """(raw images, labels, targets, indices) of a dataset built by ``build_data``, untransformed."""
+    n = len(dataset)
+    images, labels, targets = [], [], []
+    for lo in range(0, n, batch):
+        idx = np.arange(lo, min(lo + batch, n))
+        if isinstance(dataset, StoredImages):
+            images.append(dataset.source.images(idx))
+            labels.append(dataset.labels[idx])
+            targets.append(dataset.target_values[idx])
+        elif isinstance(dataset, SimulatedImages):
+            got = dataset._render(idx, apply_pipeline=False)
+            images.append(got["image"].numpy())
+            labels.append(got["label"].numpy())
+            targets.append(got["target"].numpy())
+        else:
+            raise TypeError(f"cannot read raw images from {type(dataset).__name__}")
+    return np.concatenate(images), np.concatenate(labels), np.concatenate(targets), np.arange(n)

@@ -2,8 +2,8 @@
 
 Every transform maps a float32 batch ``(B, C, H, W)`` to a batch. Deterministic transforms
 (stretches, normalisation, crops, resizing) always run; augmentations (``dihedral``,
-``noise_jitter``) run only in training mode. ``mixup`` needs the labels and is applied by the
-training step (see :func:`mixup`). Random draws use the generator passed in (the datasets seed one
+``noise_jitter``) run only in training mode. :func:`mixup` needs the labels: the classification
+task applies it (``train.mixup_alpha``), and ``data.transforms`` refuses it. Random draws use the generator passed in (the datasets seed one
 per batch from the run seed, the epoch and the batch's indices, so augmented epochs replay exactly
 after a resume) or torch's global generator.
 """
@@ -341,7 +341,11 @@ def build_pipeline(nodes: list[Any] | None, where: str = "transforms") -> Pipeli
             raise ConfigError(f"{where}.{i}", f"expected a name or {{name: ..., ...}}, got {node!r}")
         kwargs = {k: v for k, v in node.items() if k != "name"}
         if node["name"] == "mixup":
-            continue  # applied by the training step, not per batch of images
+            raise ConfigError(
+                f"{where}.{i}.name",
+                "mixup mixes labels as well as images, so it is not an image transform; "
+                "set train.mixup_alpha (classification) instead",
+            )
         if node["name"] not in TRANSFORMS.names():
             raise ConfigError(f"{where}.{i}.name", f"unknown transform {node['name']!r}; known: {TRANSFORMS.names()}")
         try:

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deeplense.core.run_dir import RunDir
+
 __all__ = ["compare_runs"]
 
 
@@ -25,72 +27,69 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _predictions(run_dir: Path, data, n_boot: int) -> tuple[dict[str, Any], pd.DataFrame]:
-    if data is None and (run_dir / "test_metrics.json").exists() and (run_dir / "predictions_test.csv").exists():
-        return json.loads((run_dir / "test_metrics.json").read_text()), pd.read_csv(run_dir / "predictions_test.csv")
+def _predictions(run: RunDir, data, n_boot: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    if data is None and run.test_metrics.exists() and run.test_predictions.exists():
+        return json.loads(run.test_metrics.read_text()), pd.read_csv(run.test_predictions)
     from deeplense.evaluate.run import evaluate_run
 
-    result = evaluate_run(run_dir, data=data, out=run_dir / "evaluation" if data is None else None, n_boot=n_boot)
+    result = evaluate_run(run.root, data=data, out=run.evaluation if data is None else None, n_boot=n_boot)
     return result["metrics"], pd.read_csv(Path(result["out"]) / "predictions.csv")
+
+
+def _overlay_curve(model, table: pd.DataFrame) -> tuple[str, tuple] | None:
+    """The run's ROC curve for the overlay (micro-average, else the last class), where it has
+    class probabilities."""
+    from deeplense.tasks.metrics import roc_curves
+
+    names = model.contract.output.class_names
+    columns = [f"p_{c}" for c in names]
+    if not names or "label" not in table or any(c not in table for c in columns):
+        return None
+    curves = roc_curves(table[columns].to_numpy(), table["label"].to_numpy(), names)
+    key = "micro-average" if "micro-average" in curves else names[-1]
+    return (key, curves[key]) if key in curves else None
 
 
 def compare_runs(
     runs: list[str | Path], out: str | Path, data: str | Path | None = None, n_boot: int = 200
 ) -> pd.DataFrame:
-    """One row per run: headline metrics, parameters, training time and throughput; writes
-    ``leaderboard.md``, ``leaderboard.csv`` and ``roc_overlay.png/pdf`` (classification)."""
-
+    """One row per run: the task's headline metrics, parameters, training time and throughput;
+    writes ``leaderboard.md``, ``leaderboard.csv`` and ``roc_overlay.png/pdf`` where the runs
+    predict classes. Runs are ranked by their task's ranking metric."""
     from deeplense.evaluate import plots
-    from deeplense.train.checkpoint import load_model
+    from deeplense.infer import load_predictor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, curves = [], {}
     task = None
-    for run in runs:
-        run_dir = Path(run)
-        model = load_model(run_dir)
-        task = task or model.contract["task"]
-        if model.contract["task"] != task:
-            raise ValueError(f"{run_dir}: a {model.contract['task']} run cannot be ranked with {task} runs")
-        metrics, table = _predictions(run_dir, data, n_boot)
-        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    for path in runs:
+        run = RunDir(path)
+        model = load_predictor(run.root)
+        task = task or model.task
+        if model.contract.task != task.contract.task:
+            raise ValueError(f"{run.root}: a {model.contract.task} run cannot be ranked with {task.contract.task} runs")
+        metrics, table = _predictions(run, data, n_boot)
+        summary = run.read_summary()
         row: dict[str, Any] = {
-            "run": run_dir.name,
-            "model": model.contract["model"]["name"],
-            "parameters": int(sum(p.numel() for p in model.module.net.parameters())),
+            "run": run.root.name,
+            "model": model.contract.model.name,
+            "parameters": model.n_parameters,
             "epochs": summary.get("epochs_completed"),
             "train_minutes": round(summary.get("fit_seconds_total", float("nan")) / 60, 1),
             "train_images_per_s": summary.get("train_images_per_second"),
             "n_test": metrics.get("n"),
         }
-        if task == "classification":
-            names = model.contract["class_names"]
-            for key in ("auc_macro", "auc", "auc_micro", "accuracy", "ece", "average_precision", "tpr_0", "tpr_10"):
-                if key in metrics:
-                    row[key] = metrics[key]
-            for c, v in metrics.get("auc_per_class", {}).items():
-                row[f"auc_{c}"] = v
-            probs = table[[f"p_{c}" for c in names]].to_numpy()
-            labels = table["label"].to_numpy()
-            run_curves = plots.roc_curves(probs, labels, names)
-            key = "micro-average" if "micro-average" in run_curves else names[-1]
-            if key in run_curves:
-                curves[f"{run_dir.name} ({key})"] = run_curves[key]
-        else:
-            for name, entry in metrics.items():
-                if isinstance(entry, dict) and "mae" in entry:
-                    for k in ("mae", "rmse", "r2", "bias", "coverage_68", "coverage_95"):
-                        if k in entry:
-                            row[f"{name}:{k}"] = entry[k]
+        row.update(model.task.headline(metrics))
         rows.append(row)
+        curve = _overlay_curve(model, table)
+        if curve is not None:
+            curves[f"{run.root.name} ({curve[0]})"] = curve[1]
     board = pd.DataFrame(rows)
-    sort_key = next((k for k in ("auc_macro", "auc") if k in board), None)
-    if sort_key is None:
-        sort_key = next((c for c in board.columns if c.endswith(":mae")), None)
-        ascending = True
-    else:
-        ascending = False
+    metric, ascending = task.ranking if task is not None else ("", True)
+    sort_key = next((c for c in board.columns if c == metric or c.endswith(f":{metric}")), None)
+    if sort_key is None and metric == "auc_macro" and "auc" in board:  # two classes: the one AUC
+        sort_key = "auc"
     if sort_key is not None:
         board = board.sort_values(sort_key, ascending=ascending, na_position="last").reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))

@@ -11,8 +11,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
 
-__all__ = ["save", "roc_figure", "confusion_figure", "reliability_figure", "regression_figures", "examples_figure"]
+from deeplense.core.registry import Registry  # noqa: E402
+from deeplense.tasks.metrics import roc_curves  # noqa: E402
+
+__all__ = [
+    "FIGURES",
+    "draw",
+    "save",
+    "roc_figure",
+    "confusion_figure",
+    "reliability_figure",
+    "regression_figures",
+    "examples_figure",
+]
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "figure.dpi": 100, "savefig.bbox": "tight"})
 
@@ -34,22 +47,6 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: s
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     return fig
-
-
-def roc_curves(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, tuple]:
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    curves = {}
-    columns = [1] if len(class_names) == 2 else range(len(class_names))
-    for c in columns:
-        if len(np.unique(labels == c)) == 2:
-            fpr, tpr, _ = roc_curve(labels == c, probs[:, c])
-            curves[class_names[c]] = (fpr, tpr, roc_auc_score(labels == c, probs[:, c]))
-    if len(class_names) > 2 and len(curves) == len(class_names):
-        onehot = np.eye(len(class_names))[labels]
-        fpr, tpr, _ = roc_curve(onehot.ravel(), probs.ravel())
-        curves["micro-average"] = (fpr, tpr, roc_auc_score(onehot.ravel(), probs.ravel()))
-    return curves
 
 
 def confusion_figure(matrix: np.ndarray, class_names: list[str]):
@@ -154,3 +151,53 @@ def examples_figure(
                 ax.set_ylabel(name)
     fig.tight_layout()
     return fig
+
+
+#: Figure kinds a task names in ``Task.figures``: ``draw(pred, truth, images, contract)`` returns
+#: ``[(file stem, figure), ...]``.
+FIGURES: Registry = Registry("figure")
+
+
+@FIGURES.register("roc")
+def _roc(pred, truth, images, contract):
+    names = contract.output.class_names
+    return [("roc", roc_figure(roc_curves(pred["probs"], truth["label"], names)))]
+
+
+@FIGURES.register("confusion")
+def _confusion(pred, truth, images, contract):
+    names = contract.output.class_names
+    matrix = confusion_matrix(truth["label"], pred["probs"].argmax(1), labels=list(range(len(names))))
+    return [("confusion", confusion_figure(matrix, names))]
+
+
+@FIGURES.register("reliability")
+def _reliability(pred, truth, images, contract):
+    return [("reliability", reliability_figure(pred["probs"], truth["label"]))]
+
+
+@FIGURES.register("examples")
+def _examples(pred, truth, images, contract):
+    return [("examples", examples_figure(images, truth["label"], pred["probs"], contract.output.class_names))]
+
+
+@FIGURES.register("pred_vs_true")
+def _pred_vs_true(pred, truth, images, contract):
+    out = contract.output
+    figures = []
+    for t, (name, unit) in enumerate(zip(out.targets, out.target_units)):
+        scatter, residual = regression_figures(
+            pred["mean"][:, t], pred["sigma"][:, t], truth["target"][:, t], name, unit
+        )
+        safe = name.replace(".", "_")
+        figures += [(f"pred_vs_true_{safe}", scatter), (f"residuals_{safe}", residual)]
+    return figures
+
+
+def draw(kinds: tuple[str, ...], pred, truth, images, contract, out: Path) -> list[Path]:
+    """Draw and save every figure kind in ``kinds``; returns the files written."""
+    paths: list[Path] = []
+    for kind in kinds:
+        for stem, fig in FIGURES.create(kind, pred, truth, images, contract):
+            paths += save(fig, out, stem)
+    return paths

@@ -30,7 +30,7 @@ def profile_model(
     from deeplense.models import build_network, channels_last
 
     dev = torch.device(device)
-    net = build_network({"name": name, "kwargs": kwargs or {}}, "classification", classes, bands, img_size).to(dev)
+    net = build_network({"name": name, "kwargs": kwargs or {}}, "linear", classes, bands, img_size).to(dev)
     net = channels_last(net)
     params = sum(p.numel() for p in net.parameters())
     x = torch.randn(batch, bands, img_size, img_size, device=dev).contiguous(memory_format=torch.channels_last)

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from deeplense.core.contract import ModelContract
+
 __all__ = ["write_html_report"]
 
 _STYLE = (
@@ -33,59 +35,52 @@ def _table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("metric", "va
     return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{body}</table>"
 
 
-def _classification_section(m: dict[str, Any]) -> str:
-    ci = m.get("auc_per_class_ci", {})
-    parts = []
-    headline = m.get("auc_macro", m.get("auc"))
-    if headline is not None:
-        interval = m.get("auc_macro_ci", m.get("auc_ci"))
-        extra = f" (95 % bootstrap interval {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
-        parts.append(
-            f"<p class='headline'>{'macro ' if 'auc_macro' in m else ''}ROC AUC <b>{headline:.4f}</b>{extra}, accuracy {m['accuracy']:.4f} on {m['n']} images</p>"
-        )
-    table_rows = [(f"AUC {c}", v) for c, v in m["auc_per_class"].items()]
-    table_rows += [(f"AUC {c} 95 % CI", v) for c, v in ci.items()]
-    for key in (
-        "auc_macro",
-        "auc_macro_ci",
-        "auc_micro",
-        "auc_micro_ci",
-        "accuracy",
-        "ece",
-        "average_precision",
-        "tpr_0",
-        "tpr_10",
-    ):
-        if key in m:
-            table_rows.append((key, m[key]))
-    parts.append(_table(table_rows))
-    return "".join(parts)
-
-
-def _regression_section(m: dict[str, Any]) -> str:
-    parts = []
-    for name, entry in m.items():
-        if isinstance(entry, dict) and "mae" in entry:
-            parts.append(f"<h3>{html.escape(name)} [{html.escape(entry['unit'])}]</h3>")
+def _metrics_section(metrics: dict[str, Any], headline: dict[str, Any]) -> str:
+    """The task's headline numbers with their bootstrap intervals, then one table per entry that
+    is a mapping of its own (per regression target, with its errors by true value)."""
+    rows = [(k, v) for k, v in headline.items()]
+    rows += [(k, v) for k, v in metrics.items() if k.endswith("_ci") and not isinstance(v, dict)]
+    rows += [
+        (f"{k} {c}", v)
+        for k, entry in metrics.items()
+        if k.endswith("_ci") and isinstance(entry, dict)
+        for c, v in entry.items()
+    ]
+    n = metrics.get("n")
+    parts = [f"<p class='headline'>{html.escape(_headline_text(headline))} on {n} images</p>", _table(rows)]
+    for name, entry in metrics.items():
+        if isinstance(entry, dict) and "by_truth" in entry:
+            parts.append(f"<h3>{html.escape(name)} [{html.escape(str(entry.get('unit', '')))}]</h3>")
             parts.append(_table([(k, v) for k, v in entry.items() if k not in ("unit", "by_truth")]))
-            rows = [
+            by_truth = [
                 (f"[{r['lo']:.4g}, {r['hi']:.4g}) n={r['n']}", f"{_fmt(r['mae'])} / {_fmt(r['bias'])}")
                 for r in entry["by_truth"]
             ]
-            parts.append("<h4>MAE / bias by true value</h4>" + _table(rows, ("true value", "MAE / bias")))
+            parts.append("<h4>MAE / bias by true value</h4>" + _table(by_truth, ("true value", "MAE / bias")))
     return "".join(parts)
+
+
+def _headline_text(headline: dict[str, Any]) -> str:
+    if not headline:
+        return "no metrics"
+    key, value = next(iter(headline.items()))
+    return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
 
 
 def write_html_report(
     path: Path,
     metrics: dict[str, Any],
-    contract: dict[str, Any],
+    contract: ModelContract,
+    headline: dict[str, Any],
     config: dict[str, Any],
     summary: dict[str, Any],
     figures: list[Path],
 ) -> Path:
-    task = contract["task"]
-    section = _classification_section(metrics) if task == "classification" else _regression_section(metrics)
+    """A self-contained HTML page: the task's ``headline`` and ``metrics``, the figures, the data,
+    the model contract, the training summary and the config."""
+    task = contract.task
+    name = html.escape(contract.model.name)
+    section = _metrics_section(metrics, headline)
     images = "".join(
         f"<h3>{html.escape(f.stem.replace('_', ' '))}</h3><img alt='{html.escape(f.stem)}' src='data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}'>"
         for f in figures
@@ -103,14 +98,14 @@ def write_html_report(
         )
         if k in summary
     }
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>deeplense evaluation: {html.escape(str(contract["model"]["name"]))}</title>
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>deeplense evaluation: {name}</title>
 <style>{_STYLE}</style></head><body>
-<h1>Evaluation of {html.escape(str(contract["model"]["name"]))} ({html.escape(task)})</h1>
-<p>checkpoint <code>{html.escape(str(metrics.get("checkpoint", "")))}</code>; deeplense {html.escape(str(contract.get("deeplense_version")))}</p>
+<h1>Evaluation of {name} ({html.escape(task)})</h1>
+<p>checkpoint <code>{html.escape(str(metrics.get("checkpoint", "")))}</code>; deeplense {html.escape(contract.provenance.deeplense_version)}</p>
 <h2>Metrics</h2>{section}
 <h2>Figures</h2>{images}
 <h2>Evaluated data</h2><pre>{html.escape(json.dumps(metrics.get("data", {}), indent=2))}</pre>
-<h2>Training data and model contract</h2><pre>{html.escape(json.dumps({k: v for k, v in contract.items() if k != "transforms"} | {"transforms": contract.get("transforms")}, indent=2))}</pre>
+<h2>Training data and model contract</h2><pre>{html.escape(json.dumps(contract.to_dict(), indent=2))}</pre>
 <h2>Training</h2><pre>{html.escape(json.dumps(training, indent=2))}</pre>
 <h2>Config</h2><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
 </body></html>"""

@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from deeplense.core.config import ConfigError, load_yaml
+from deeplense.core.run_dir import RunDir, run_dir_of
+from deeplense.infer import Predictor, load_predictor
 
 __all__ = ["evaluate_run", "evaluation_data"]
 
 
-def evaluation_data(model, run_dir: Path, data: str | Path | None, split: str | None, progress=None) -> dict[str, Any]:
-    """Raw images, labels (in the model's class order) and targets to evaluate on, with provenance."""
+def evaluation_data(model: Predictor, run_dir: Path, data: str | Path | None, split: str | None) -> dict[str, Any]:
+    """Raw images and their truth (``label`` in the model's class order, ``target``) to evaluate
+    on, with provenance: the run's own split, or any data set."""
+    from deeplense.data.pipeline import raw_split
     from deeplense.data.readers import open_dataset
     from deeplense.train.data import run_data
-    from deeplense.train.ensemble import raw_split
 
     contract = model.contract
     if data is None:
@@ -29,9 +31,8 @@ def evaluation_data(model, run_dir: Path, data: str | Path | None, split: str | 
         images, labels, targets, _ = raw_split(part)
         return {
             "images": images,
-            "labels": labels,
-            "targets": targets,
-            "provenance": {**contract["data"], "split": split or "test"},
+            "truth": {"label": labels, "target": targets},
+            "provenance": {**contract.provenance.data, "split": split or "test"},
         }
     source = open_dataset(data)
     stored = sorted(set(source.splits) - {""})
@@ -40,26 +41,14 @@ def evaluation_data(model, run_dir: Path, data: str | Path | None, split: str | 
     if split is not None:
         source = source.subset(split)
     n = len(source)
+    truth = model.task.truth_from_source(source, str(data))
     images = np.concatenate([source.images(np.arange(lo, min(lo + 256, n))) for lo in range(0, n, 256)])
     provenance = {"path": str(Path(data).resolve()), "layout": source.layout, "split": split or "(all)", "n": n}
-    if contract["task"] == "classification":
-        missing = [c for c in source.class_names if c not in contract["class_names"]]
-        if missing:
-            raise ConfigError(
-                "data", f"{data}: class {missing[0]!r} is not one the model predicts ({contract['class_names']})"
-            )
-        mapping = np.array([contract["class_names"].index(c) for c in source.class_names])
-        labels, targets = mapping[source.labels], np.zeros((n, 0), np.float32)
-    else:
-        from deeplense.data.pipeline import target_table
-
-        targets, labels = target_table(source, contract["targets"]), source.labels
-    shape = tuple(images.shape[1:])
-    if shape[0] != contract["in_chans"]:
+    if images.shape[1] != contract.input.in_chans:
         raise ConfigError(
-            "data", f"{data}: images have {shape[0]} band(s), the model was trained on {contract['in_chans']}"
+            "data", f"{data}: images have {images.shape[1]} band(s), the model was trained on {contract.input.in_chans}"
         )
-    return {"images": images, "labels": labels, "targets": targets, "provenance": provenance}
+    return {"images": images, "truth": truth, "provenance": provenance}
 
 
 def evaluate_run(
@@ -70,57 +59,36 @@ def evaluate_run(
     n_boot: int = 1000,
     tta: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run (directory or checkpoint); writes metrics.json, figures and report.html.
+    """Evaluate a run (directory or checkpoint); writes metrics.json, the task's figures,
+    predictions.csv and report.html.
 
-    ``tta``: average the predictions over the d2 or d4 transforms of each image (see
-    :meth:`LoadedModel.predict`)."""
+    ``tta``: combine the predictions over the d2 or d4 transforms of each image (see
+    :meth:`deeplense.infer.Predictor.predict`)."""
     from deeplense.evaluate import plots
-    from deeplense.evaluate.metrics import classification_metrics, regression_metrics
     from deeplense.evaluate.report import write_html_report
-    from deeplense.train.checkpoint import load_model, run_dir_of
 
-    model = load_model(run)
-    run_dir = run_dir_of(run)
-    out = Path(out) if out is not None else run_dir / "evaluation"
+    model = load_predictor(run)
+    run_files = RunDir(run_dir_of(run))
+    out = Path(out) if out is not None else run_files.evaluation
     out.mkdir(parents=True, exist_ok=True)
-    got = evaluation_data(model, run_dir, data, split)
+    got = evaluation_data(model, run_files.root, data, split)
     pred = model.predict(got["images"], tta=tta)
-    contract = model.contract
-    figures: list[Path] = []
-    if contract["task"] == "classification":
-        names = contract["class_names"]
-        metrics = classification_metrics(pred["probs"], got["labels"], names, n_boot=n_boot)
-        figures += plots.save(plots.roc_figure(plots.roc_curves(pred["probs"], got["labels"], names)), out, "roc")
-        figures += plots.save(plots.confusion_figure(np.asarray(metrics["confusion_matrix"]), names), out, "confusion")
-        figures += plots.save(plots.reliability_figure(pred["probs"], got["labels"]), out, "reliability")
-        figures += plots.save(
-            plots.examples_figure(got["images"], got["labels"], pred["probs"], names), out, "examples"
-        )
-        table = pd.DataFrame({"label": got["labels"], **{f"p_{c}": pred["probs"][:, i] for i, c in enumerate(names)}})
-    else:
-        metrics = regression_metrics(
-            pred["mean"], pred["sigma"], got["targets"], contract["targets"], contract["target_units"]
-        )
-        table = pd.DataFrame()
-        for t, (name, unit) in enumerate(zip(contract["targets"], contract["target_units"])):
-            scatter, residual = plots.regression_figures(
-                pred["mean"][:, t], pred["sigma"][:, t], got["targets"][:, t], name, unit
-            )
-            safe = name.replace(".", "_")
-            figures += plots.save(scatter, out, f"pred_vs_true_{safe}") + plots.save(residual, out, f"residuals_{safe}")
-            table[f"true_{name}"], table[f"mean_{name}"], table[f"sigma_{name}"] = (
-                got["targets"][:, t],
-                pred["mean"][:, t],
-                pred["sigma"][:, t],
-            )
+    task = model.task
+    metrics = task.metrics(pred, got["truth"], n_boot=n_boot)
+    figures = plots.draw(task.figures, pred, got["truth"], got["images"], model.contract, out)
     metrics["data"] = got["provenance"]
     metrics["test_time_augmentation"] = tta or "none"
     metrics["checkpoint"] = str(model.path)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    table.to_csv(out / "predictions.csv", index=False)
-    config = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    task.predictions_table(pred, got["truth"]).to_csv(out / "predictions.csv", index=False)
+    config = load_yaml(run_files.config) if run_files.config.exists() else {}
     report = write_html_report(
-        out / "report.html", metrics, contract, config, summary, [f for f in figures if f.suffix == ".png"]
+        out / "report.html",
+        metrics,
+        model.contract,
+        task.headline(metrics),
+        config,
+        run_files.read_summary(),
+        [f for f in figures if f.suffix == ".png"],
     )
     return {"metrics": metrics, "out": str(out), "report": str(report), "figures": [str(f) for f in figures]}

@@ -141,6 +141,13 @@ class D4CNN(nn.Module):
         self.num_features = widths[-1]
         self.n_pools = len(widths) - 1
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Equivariant spatial features ``(B, num_features, |G|, H', W')``, one map per group element."""
+        return self.blocks(x)
+
+    def forward_head(self, features: Tensor, pre_logits: bool = True) -> Tensor:
+        """Invariant pooled features ``(B, num_features)``: spatial mean, then max over the group."""
+        return features.mean(dim=(-2, -1)).amax(dim=2)
+
     def forward(self, x: Tensor) -> Tensor:
-        f = self.blocks(x)
-        return f.mean(dim=(-2, -1)).amax(dim=2)  # spatial mean, then max over the group: invariant
+        return self.forward_head(self.forward_features(x))

@@ -1,42 +1,66 @@
-"""Task heads on a backbone: class logits, or mean and log-variance per regression target."""
+"""Heads on a backbone's pooled features, and the network a task trains: ``backbone -> head``.
+
+Every backbone (ours and timm's) has ``forward_features`` (spatial map) and ``forward_head``
+(pooled ``(B, num_features)``), so a task can put a head on the pooled features or a decoder on
+the spatial map.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from deeplense.core.registry import Registry
 from deeplense.models.registry import create_backbone
 
-__all__ = ["LensNet", "build_network", "channels_last"]
+__all__ = ["HEADS", "LinearHead", "GaussianHead", "Network", "build_network", "channels_last"]
+
+HEADS: Registry[type[nn.Module]] = Registry("head")
 
 
-class LensNet(nn.Module):
-    """``backbone -> Linear``. Classification: ``(B, K)`` logits. Regression with uncertainty:
-    ``(B, 2T)``: predicted means then log-variances of the (normalised) targets."""
+@HEADS.register("linear")
+class LinearHead(nn.Linear):
+    """``(B, F) -> (B, n_outputs)``: class logits."""
 
-    def __init__(self, backbone: nn.Module, task: str, n_outputs: int):
-        super().__init__()
-        if task not in ("classification", "regression"):
-            raise ValueError(f"task must be classification or regression, got {task!r}")
-        self.backbone, self.task, self.n_outputs = backbone, task, n_outputs
-        width = backbone.num_features
-        self.head = nn.Linear(width, n_outputs if task == "classification" else 2 * n_outputs)
-        if task == "regression":
-            nn.init.zeros_(self.head.bias)
+    def __init__(self, width: int, n_outputs: int):
+        super().__init__(width, n_outputs)
+        self.n_outputs = n_outputs
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone(x))
 
-    def split_regression(self, out: Tensor) -> tuple[Tensor, Tensor]:
+@HEADS.register("gaussian")
+class GaussianHead(nn.Linear):
+    """``(B, F) -> (B, 2 n_outputs)``: means then log-variances of the (normalised) targets."""
+
+    def __init__(self, width: int, n_outputs: int):
+        super().__init__(width, 2 * n_outputs)
+        self.n_outputs = n_outputs
+        nn.init.zeros_(self.bias)
+
+    def split(self, out: Tensor) -> tuple[Tensor, Tensor]:
         """``(mean, variance)``, variance clamped to [1e-6, 1e6]."""
         mean, log_var = out[:, : self.n_outputs], out[:, self.n_outputs :]
         return mean, torch.exp(log_var.clamp(-13.8, 13.8))
 
 
-def build_network(spec: dict[str, Any], task: str, n_outputs: int, in_chans: int, img_size: int) -> LensNet:
-    """``spec``: ``{name, pretrained, kwargs}`` from the ``model`` config section."""
+class Network(nn.Module):
+    """``backbone -> head``; ``forward_features`` exposes the backbone's spatial map."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return cast(Tensor, self.backbone.forward_features(x))  # type: ignore[operator]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_network(spec: dict[str, Any], head: str, n_outputs: int, in_chans: int, img_size: int) -> Network:
+    """``spec``: ``{name, pretrained, kwargs}`` (the ``model`` config section); ``head``: a name in
+    :data:`HEADS`."""
     backbone = create_backbone(
         spec["name"],
         in_chans=in_chans,
@@ -44,7 +68,7 @@ def build_network(spec: dict[str, Any], task: str, n_outputs: int, in_chans: int
         pretrained=spec.get("pretrained", False),
         **spec.get("kwargs", {}),
     )
-    return LensNet(backbone, task, n_outputs)
+    return Network(backbone, HEADS.create(head, backbone.num_features, n_outputs))
 
 
 def channels_last(net: nn.Module) -> nn.Module:

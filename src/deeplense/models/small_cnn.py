@@ -40,5 +40,13 @@ class SmallCNN(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.num_features = channels
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Spatial features ``(B, num_features, H / 2**(len(widths) - 1), W / ...)``."""
+        return self.features(x)
+
+    def forward_head(self, features: Tensor, pre_logits: bool = True) -> Tensor:
+        """Pooled features ``(B, num_features)``: global average, then dropout."""
+        return self.dropout(features.mean(dim=(-2, -1)))
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.features(x).mean(dim=(-2, -1)))
+        return self.forward_head(self.forward_features(x))

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from deeplense.core.config import ConfigError, apply_overrides, load_yaml
+from deeplense.tasks import TASKS
+from deeplense.tasks.optim import OPTIMIZERS, SCHEDULERS
 
-__all__ = ["DEFAULTS", "resolve_config", "validate_config", "TASKS"]
-
-TASKS = ("classification", "regression")
+__all__ = ["DEFAULTS", "resolve_config", "validate_config", "monitor_of"]
 
 DEFAULTS: dict[str, Any] = {
     "task": "classification",
@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
         "split_fractions": {"train": 0.8, "val": 0.1, "test": 0.1},
         "split_file": None,
         "classes": None,  # keep only these classes (e.g. [axion] for log10 m_a regression)
-        "targets": [],  # regression: metadata columns
+        "targets": [],  # metadata columns a task predicts (regression)
         "transforms": ["minmax", "dihedral"],
         "cache": "memory",
         "workers": 0,
@@ -53,12 +53,6 @@ DEFAULTS: dict[str, Any] = {
         "deterministic": True,
         "seed": 0,
         "early_stopping_patience": 0,  # epochs without improvement of the monitored metric; 0: off
-        "class_weights": "balanced",  # or none
-        "label_smoothing": 0.0,
-        "mixup_alpha": 0.0,
-        "loss": "gaussian_nll",  # regression: gaussian_nll | beta_nll | mse
-        "nll_beta": 0.5,  # beta_nll: each sample's NLL weighted by its detached predicted variance ** beta
-        "recalibrate": True,  # regression: scale the predicted sigma to fit the validation split each epoch
         "max_minutes": None,  # wall-clock budget for fitting
         "accelerator": "auto",
         "devices": 1,
@@ -86,12 +80,20 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+# each task's own train.* keys (class weights, losses, ...) are declared by the task
+for _task in TASKS.names():
+    DEFAULTS["train"].update(TASKS.get(_task).train_defaults)
+
+
+def monitor_of(task: str) -> tuple[str, str]:
+    """(metric, mode) used for checkpoints, early stopping and tuning."""
+    return TASKS.get(task).monitor
+
+
 _CHOICES = {
-    "task": TASKS,
-    "train.optimizer": ("adamw", "sgd"),
-    "train.scheduler": ("cosine", "onecycle", "plateau", "none"),
-    "train.class_weights": ("balanced", "none"),
-    "train.loss": ("gaussian_nll", "beta_nll", "mse"),
+    "train.optimizer": tuple(OPTIMIZERS.names()),
+    "train.scheduler": tuple(SCHEDULERS.names()),
+    **{key: values for name in TASKS.names() for key, values in TASKS.get(name).train_choices.items()},
     "train.precision": ("auto", "32", "bf16-mixed", "16-mixed", "64"),
     "data.cache": ("none", "memory"),
     "data.on_bad_file": ("error", "skip"),
@@ -109,9 +111,6 @@ _NON_NEGATIVE = (
     "train.weight_decay",
     "train.grad_clip",
     "train.warmup_epochs",
-    "train.label_smoothing",
-    "train.mixup_alpha",
-    "train.nll_beta",
     "train.early_stopping_patience",
     "data.workers",
     "train.seed",
@@ -143,6 +142,8 @@ def _get(config: dict[str, Any], dotted: str) -> Any:
 
 def validate_config(config: dict[str, Any]) -> None:
     """Check choices, ranges and the cross-section rules; raise naming the first bad key."""
+    if str(config["task"]) not in TASKS:
+        raise ConfigError("task", f"must be one of {TASKS.names()}, got {config['task']!r}")
     for key, choices in _CHOICES.items():
         value = str(_get(config, key))
         if value not in choices:
@@ -155,19 +156,14 @@ def validate_config(config: dict[str, Any]) -> None:
             raise ConfigError(key, f"must be {'> 0' if key in _POSITIVE else '>= 0'}, got {value}")
     if not 0 <= config["train"]["ema_decay"] < 1:
         raise ConfigError("train.ema_decay", f"must be in [0, 1), got {config['train']['ema_decay']}")
-    if not 0 <= config["train"]["nll_beta"] <= 1:
-        raise ConfigError("train.nll_beta", f"must be in [0, 1], got {config['train']['nll_beta']}")
-    if not 0 <= config["train"]["label_smoothing"] < 1:
-        raise ConfigError("train.label_smoothing", "must be in [0, 1)")
     data = config["data"]
     if (data["path"] is None) == (data["simulate"] is None):
         raise ConfigError("data", "give exactly one of data.path and data.simulate")
     if data["path"] is not None and not Path(data["path"]).exists():
         raise ConfigError("data.path", f"{data['path']}: no such file or directory")
-    if config["task"] == "regression" and not data["targets"]:
-        raise ConfigError("data.targets", "a regression task needs at least one target column")
-    if config["task"] == "classification" and data["targets"]:
-        raise ConfigError("data.targets", "targets are for regression; a classification task predicts the labels")
+    for name in TASKS.names():
+        TASKS.get(name).check_train_keys(config["train"])
+    TASKS.get(config["task"]).validate(config)
     if not isinstance(data["transforms"], list):
         raise ConfigError("data.transforms", "expected a list of transforms")
     splits = data["splits"]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from deeplense.core.config import ConfigError, apply_overrides, load_yaml
+from deeplense.core.run_dir import RunDir
 from deeplense.data.pipeline import SimulatedImages, StoredImages
 from deeplense.data.transforms import Pipeline, build_pipeline
 
@@ -32,12 +33,22 @@ class TrainingData:
     class_counts: list[int]
     provenance: dict[str, Any] = field(default_factory=dict)
     source: Any = None  # the stored data after class filtering, with its split (for split.csv)
+    #: raw images: bands, pixel_scale_arcsec, pixel_units (where the data record them), raw_size
+    image_info: dict[str, Any] = field(default_factory=dict)
 
-    def save_split(self, run_dir: Path) -> None:
+    def save_split(self, path: Path) -> None:
+        """Write the split used (stored data only) to ``path``."""
         if self.source is not None:
             from deeplense.data.splits import save_split
 
-            save_split(self.source, run_dir / "split.csv")
+            save_split(self.source, path)
+
+
+def _stored_image_info(source: Any, raw_size: int) -> dict[str, Any]:
+    """What a deeplense data set's manifest records about its pixels."""
+    image = (getattr(source, "manifest", None) or {}).get("image", {})
+    keys = ("bands", "pixel_scale_arcsec", "pixel_units")
+    return {"raw_size": raw_size, **{k: image.get(k) for k in keys}}
 
 
 def simulation_config(sim: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +118,8 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
         )
         train = IndexView(train, keep)
     _fit_statistics(pipeline, train.images, len(train))
-    probe = eval_pipe(torch.as_tensor(train.images([0])))
+    raw = train.images([0])
+    probe = eval_pipe(torch.as_tensor(raw))
     datasets = {
         "train": StoredImages(train, train_pipe, targets, cache=data["cache"], augment_seed=seed, progress=progress),
         "val": StoredImages(parts["val"], eval_pipe, targets, cache=data["cache"])
@@ -137,7 +149,15 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
             "task": task,
         },
         source=source,
+        image_info=_stored_image_info(_root_source(source), int(raw.shape[-1])),
     )
+
+
+def _root_source(source: Any) -> Any:
+    """The reader under any class, split or index views."""
+    while hasattr(source, "parent"):
+        source = source.parent
+    return source
 
 
 def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
@@ -161,7 +181,9 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
     _fit_statistics(pipeline, train.raw_images, len(train))
     probe = train.__getitems__([0])["image"]
     n_classes = len(train.output_class_names)
-    units = {c.name: c.unit for c in Simulator(sim_config).columns}
+    simulator = Simulator(sim_config)
+    units = {c.name: c.unit for c in simulator.columns}
+    inst = simulator.instrument
     target_mean, target_std = [], []
     if targets:
         chunks = range(0, min(len(train), 1024), 256)
@@ -188,6 +210,12 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
             "sizes": sizes,
             "task": config["task"],
         },
+        image_info={
+            "bands": inst.band_names,
+            "pixel_scale_arcsec": inst.pixel_scale,
+            "pixel_units": [b.noise.pixel_unit for b in inst.bands],
+            "raw_size": inst.size,
+        },
     )
 
 
@@ -196,11 +224,12 @@ def run_data(run_dir: Path, data: str | Path | None = None) -> TrainingData:
     (``split.csv``), or with ``data`` in place of its data set; images read from disk, not cached."""
     from deeplense.train.config import resolve_config
 
-    config = load_yaml(run_dir / "config.yaml")
+    run = RunDir(run_dir)
+    config = load_yaml(run.config)
     if data is not None:
         config["data"]["path"], config["data"]["simulate"], config["data"]["split_file"] = str(data), None, None
-    elif (run_dir / "split.csv").exists():
-        config["data"]["split_file"] = str(run_dir / "split.csv")
+    elif run.split.exists():
+        config["data"]["split_file"] = str(run.split)
     config = resolve_config(config)
     config["data"]["cache"] = "none"
     return build_data(config)

@@ -1,53 +1,29 @@
-"""``train(config)``: one run directory per run, Lightning fit, resume, and the test evaluation.
-
-A run directory holds::
-
-    config.yaml          the fully resolved config
-    contract.json        what a checkpoint needs to be used: model, bands, image size, transforms
-                         (with fitted statistics), class names or targets with units and normalisation
-    split.csv            the split used (stored data)
-    metrics.csv          per-step/epoch metrics, merged over the sessions in logs/session-N/
-                         (a resumed run adds a session; Lightning CSV logger)
-    checkpoints/best.ckpt, checkpoints/last.ckpt
-    test_metrics.json, predictions_test.csv   held-out test evaluation of the best checkpoint
-    summary.json         wall time, sizes, hardware, best validation and test numbers
-"""
+"""``train(config)``: one run directory per run (files named by :mod:`deeplense.core.run_dir`),
+Lightning fit of the config's task, resume, and the test evaluation of the best checkpoint."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 
+from deeplense.core.checkpoint import read_checkpoint
 from deeplense.core.config import ConfigError, dump_yaml, load_yaml
-from deeplense.train.config import validate_config
+from deeplense.core.contract import InputSpec, ModelContract, ModelSpec, Provenance
+from deeplense.core.run_dir import RunDir
+from deeplense.tasks import TASKS
+from deeplense.train.config import monitor_of, validate_config
+from deeplense.train.data import TrainingData
+from deeplense.train.loggers import build_loggers, merge_metrics, quiet_lightning
+from deeplense.train.testing import test_best_checkpoint
 
-__all__ = ["train", "make_run_dir", "hardware", "merge_metrics", "quiet_lightning"]
+__all__ = ["train", "make_run_dir", "hardware", "build_contract"]
 
 _RUN_DIR_ENV = "DEEPLENSE_RUN_DIR"
-
-
-def quiet_lightning() -> None:
-    """Drop Lightning's tips and hardware banners; keep its warnings that matter."""
-    import logging
-
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.fabric.utilities.rank_zero",
-        "lightning.pytorch.accelerators.cuda",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
 
 
 def hardware() -> dict[str, Any]:
@@ -65,7 +41,7 @@ def hardware() -> dict[str, Any]:
 def make_run_dir(run: dict[str, Any], config: dict[str, Any], create: bool = True) -> Path:
     name = run["name"] or f"{time.strftime('%Y%m%d-%H%M%S')}-{config['model']['name']}-{config['task']}"
     path = Path(run["dir"]) / name
-    if (path / "config.yaml").exists():
+    if RunDir(path).config.exists():
         raise ConfigError(
             "run.name", f"{path} already holds a run; resume it with --resume {path} or pick another name"
         )
@@ -88,78 +64,28 @@ def _atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
-def _sessions(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "logs").glob("session-*"), key=lambda p: int(p.name.split("-")[1]))
+def build_contract(config: dict[str, Any], data: TrainingData) -> ModelContract:
+    """The contract of a run: the task, the network, what it reads and what it predicts."""
+    from deeplense.core.version import __version__
 
-
-def merge_metrics(run_dir: Path) -> Path | None:
-    """``metrics.csv`` of a run from the CSV logs of all its sessions (a resumed run is one
-    session more): rows a later session recomputed (from the epoch it resumed at) are dropped."""
-    frames = []
-    for session in _sessions(run_dir):
-        path = session / "metrics.csv"
-        if not path.exists() or path.stat().st_size == 0:
-            continue
-        frame = pd.read_csv(path)
-        start = json.loads((session / "start.json").read_text())["epoch"] if (session / "start.json").exists() else 0
-        frames = [f[f["epoch"] < start] for f in frames] + [frame]
-    if not frames:
-        return None
-    out = run_dir / "metrics.csv"
-    pd.concat(frames, ignore_index=True).to_csv(out, index=False)
-    return out
-
-
-def _loggers(config: dict[str, Any], run_dir: Path, first_epoch: int) -> list:
-    from lightning.pytorch.loggers import CSVLogger
-
-    log = config["logging"]
-    session = len(_sessions(run_dir))
-    (run_dir / "logs" / f"session-{session}").mkdir(parents=True, exist_ok=True)
-    (run_dir / "logs" / f"session-{session}" / "start.json").write_text(json.dumps({"epoch": first_epoch}))
-    loggers: list = [CSVLogger(run_dir / "logs", name="", version=f"session-{session}")]
-    try:
-        if log["tensorboard"]:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
-        if log["mlflow"]:
-            from lightning.pytorch.loggers import MLFlowLogger
-
-            uri = log["mlflow_uri"] or f"sqlite:///{(run_dir.parent / 'mlflow.db').resolve()}"
-            loggers.append(MLFlowLogger(experiment_name="deeplense", run_name=run_dir.name, tracking_uri=uri))
-        if log["wandb"]:
-            from lightning.pytorch.loggers import WandbLogger
-
-            loggers.append(WandbLogger(project="deeplense", name=run_dir.name, save_dir=str(run_dir), offline=True))
-    except (ImportError, ModuleNotFoundError) as exc:
-        raise ConfigError("logging", f"{exc}; install the tracking extra: pip install 'deeplense[track]'") from None
-    return loggers
-
-
-def _contract(config: dict[str, Any], data) -> dict[str, Any]:
-    from deeplense import __version__
-
-    weights = None
-    if config["task"] == "classification" and config["train"]["class_weights"] == "balanced":
-        counts = np.maximum(np.asarray(data.class_counts, dtype=np.float64), 1)
-        weights = (counts.sum() / (len(counts) * counts)).tolist()
-    return {
-        "deeplense_version": __version__,
-        "task": config["task"],
-        "model": config["model"],
-        "in_chans": data.in_chans,
-        "img_size": data.img_size,
-        "transforms": data.pipeline.spec(),
-        "class_names": data.class_names,
-        "targets": data.targets,
-        "target_units": data.target_units,
-        "target_mean": data.target_mean,
-        "target_std": data.target_std,
-        "class_weights": weights,
-        "class_counts": data.class_counts,
-        "data": data.provenance,
-    }
+    task = TASKS.get(config["task"])
+    model = config["model"]
+    return ModelContract(
+        task=config["task"],
+        model=ModelSpec(name=model["name"], kwargs=dict(model.get("kwargs") or {}), pretrained=model["pretrained"]),
+        input=InputSpec(
+            in_chans=data.in_chans,
+            img_size=data.img_size,
+            transforms=data.pipeline.spec(),
+            bands=data.image_info.get("bands"),
+            pixel_scale_arcsec=data.image_info.get("pixel_scale_arcsec"),
+            pixel_units=data.image_info.get("pixel_units"),
+            raw_size=data.image_info.get("raw_size"),
+        ),
+        output=task.output_spec(data),
+        provenance=Provenance(deeplense_version=__version__, data=data.provenance, class_counts=data.class_counts),
+        training=task.training_state(config, data),
+    )
 
 
 def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks: list | None = None) -> dict[str, Any]:
@@ -169,22 +95,21 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
 
     from deeplense.data.pipeline import make_loader
     from deeplense.train.data import build_data
-    from deeplense.train.module import LensingModule, monitor_of
+    from deeplense.train.module import TaskModule
 
     ckpt_path = None
     launched_by = os.environ.get(_RUN_DIR_ENV)  # a DDP worker process started by rank 0's Trainer
     if launched_by and resume is None:
-        resume_dir = Path(launched_by)
-        config = load_yaml(resume_dir / "config.yaml")
-        run_dir = resume_dir
+        run_dir = Path(launched_by)
+        config = load_yaml(RunDir(run_dir).config)
     elif resume is not None:
         run_dir = Path(resume)
-        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-        if not (run_dir / "config.yaml").exists():
+        ckpt_path = RunDir(run_dir).last
+        if not RunDir(run_dir).config.exists():
             raise ConfigError("resume", f"{run_dir}: not a run directory (no config.yaml)")
         if not ckpt_path.exists():
             raise ConfigError("resume", f"{ckpt_path}: no checkpoint yet; start the run again instead")
-        config = load_yaml(run_dir / "config.yaml")
+        config = load_yaml(RunDir(run_dir).config)
         validate_config(config)
     else:
         run_dir = None
@@ -198,12 +123,13 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     if run_dir is None:
         run_dir = planned
         run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml(config, run_dir / "config.yaml")
-    contract = _contract(config, data)
+        dump_yaml(config, RunDir(run_dir).config)
+    run = RunDir(run_dir)
+    contract = build_contract(config, data).to_dict()
     if not launched_by:
-        data.save_split(run_dir)
-        (run_dir / "contract.json").write_text(json.dumps(contract, indent=2))
-    module = LensingModule(contract, cfg)
+        data.save_split(run.split)
+        run.write_json(run.contract, contract)
+    module = TaskModule(contract, cfg)
     batch, workers, seed = int(cfg["batch_size"]), int(config["data"]["workers"]), int(cfg["seed"])
     train_loader = make_loader(
         data.train, batch, shuffle=True, workers=workers, seed=seed, drop_last=len(data.train) > batch
@@ -213,7 +139,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     if val_loader is None:
         metric, mode = "train_loss_epoch", "min"
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
+        dirpath=run.checkpoints,
         filename="best",
         monitor=metric,
         mode=mode,
@@ -221,13 +147,13 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         enable_version_counter=False,
     )
     # every epoch, whatever the metric did (Lightning's save_last follows the best checkpoint's saves)
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
     all_callbacks = [checkpoint, last, *(callbacks or [])]
     if cfg["early_stopping_patience"] and val_loader is not None:
         all_callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=int(cfg["early_stopping_patience"])))
     first_epoch = 0
     if ckpt_path is not None:
-        first_epoch = int(torch.load(ckpt_path, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
+        first_epoch = int(read_checkpoint(ckpt_path).get("epoch", -1)) + 1
     precision = cfg["precision"]
     if precision == "auto":
         precision = (
@@ -245,7 +171,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         gradient_clip_val=cfg["grad_clip"] or None,
         deterministic=bool(cfg["deterministic"]),
         callbacks=all_callbacks,
-        logger=_loggers(config, run_dir, first_epoch),
+        logger=build_loggers(config["logging"], run, first_epoch),
         log_every_n_steps=int(config["logging"]["log_every_n_steps"]),
         enable_progress_bar=bool(config["logging"]["progress_bar"]),
         enable_model_summary=False,
@@ -262,7 +188,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
             os.environ.pop(_RUN_DIR_ENV, None)
     fit_seconds = time.perf_counter() - start
     if trainer.is_global_zero:
-        merge_metrics(run_dir)
+        merge_metrics(run)
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "task": config["task"],
@@ -281,42 +207,9 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         "stopped_by_time_limit": bool(cfg["max_minutes"]) and trainer.current_epoch < int(cfg["epochs"]),
     }
     if data.test is not None:
-        summary["test"] = _test(trainer, module, data, checkpoint, run_dir, batch, workers)
+        loader = make_loader(data.test, batch, workers=workers)
+        summary["test"] = test_best_checkpoint(trainer, module, loader, checkpoint.best_model_path or None, run)
     if trainer.is_global_zero:
-        previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-        summary["fit_seconds_total"] = round(previous.get("fit_seconds_total", 0.0) + fit_seconds, 1)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary["fit_seconds_total"] = round(run.read_summary().get("fit_seconds_total", 0.0) + fit_seconds, 1)
+        run.write_json(run.summary, summary)
     return summary
-
-
-def _test(trainer, module, data, checkpoint, run_dir: Path, batch: int, workers: int) -> dict[str, Any]:
-    from deeplense.data.pipeline import make_loader
-    from deeplense.evaluate.metrics import classification_metrics, regression_metrics
-
-    loader = make_loader(data.test, batch, workers=workers)
-    best = checkpoint.best_model_path or None
-    trainer.test(module, loader, ckpt_path=best if best and Path(best).exists() else None, verbose=False)
-    got = module.gathered("test")
-    module._outputs["test"] = []
-    if not trainer.is_global_zero:
-        return {}
-    order = np.argsort(got["index"], kind="stable")
-    got = {k: v[order] for k, v in got.items()}
-    if module.task == "classification":
-        metrics = classification_metrics(got["probs"], got["label"], data.class_names)
-        table = pd.DataFrame({"index": got["index"], "label": got["label"]})
-        for c, name in enumerate(data.class_names):
-            table[f"p_{name}"] = got["probs"][:, c]
-    else:
-        metrics = regression_metrics(got["mean"], got["sigma"], got["target"], data.targets, data.target_units)
-        table = pd.DataFrame({"index": got["index"]})
-        for t, name in enumerate(data.targets):
-            table[f"true_{name}"], table[f"mean_{name}"], table[f"sigma_{name}"] = (
-                got["target"][:, t],
-                got["mean"][:, t],
-                got["sigma"][:, t],
-            )
-    metrics["checkpoint"] = Path(best).name if best else "last weights"
-    (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
-    table.to_csv(run_dir / "predictions_test.csv", index=False)
-    return metrics

@@ -54,8 +54,7 @@ def tune(config: dict[str, Any], out: str | Path, trials: int | None = None) -> 
     import lightning as L
     import optuna
 
-    from deeplense.train.config import resolve_config
-    from deeplense.train.module import monitor_of
+    from deeplense.train.config import monitor_of, resolve_config
     from deeplense.train.run import train
 
     out = Path(out)

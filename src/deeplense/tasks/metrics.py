@@ -14,6 +14,7 @@ __all__ = [
     "expected_calibration_error",
     "bootstrap_auc",
     "tpr_at_false_positives",
+    "roc_curves",
 ]
 
 
@@ -158,3 +159,21 @@ def regression_metrics(
             entry["nll"] = float(-stats.norm.logpdf(truth[:, t], mean[:, t], s).mean())
         out[name] = entry
     return out
+
+
+def roc_curves(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, tuple]:
+    """One-vs-rest ROC curves ``{class: (fpr, tpr, auc)}`` (the positive class alone for two
+    classes), and the micro-average when every class is present."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    curves = {}
+    columns = [1] if len(class_names) == 2 else range(len(class_names))
+    for c in columns:
+        if len(np.unique(labels == c)) == 2:
+            fpr, tpr, _ = roc_curve(labels == c, probs[:, c])
+            curves[class_names[c]] = (fpr, tpr, roc_auc_score(labels == c, probs[:, c]))
+    if len(class_names) > 2 and len(curves) == len(class_names):
+        onehot = np.eye(len(class_names))[labels]
+        fpr, tpr, _ = roc_curve(onehot.ravel(), probs.ravel())
+        curves["micro-average"] = (fpr, tpr, roc_auc_score(onehot.ravel(), probs.ravel()))
+    return curves

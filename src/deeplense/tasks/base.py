@@ -1,0 +1,190 @@
+"""The Task: one kind of learning, as one registered module.
+
+A task declares what it needs from the data, builds its networks from a
+:class:`~deeplense.core.contract.ModelContract`, computes its loss, owns its optimisation, its
+metrics, its predictions table and what ``evaluate`` draws and ranks. The Lightning module in
+``train`` only drives it, and the predictor in ``infer`` loads it without Lightning.
+
+Adding a task: subclass :class:`Task` in ``tasks/<name>.py``, decorate it with
+``@TASKS.register("<name>")`` and import the module in ``tasks/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+from deeplense.core.config import ConfigError
+from deeplense.core.contract import ModelContract, OutputSpec
+from deeplense.core.registry import Registry
+from deeplense.models.heads import Network, build_network, channels_last
+from deeplense.tasks.optim import build_optimization
+
+__all__ = ["TASKS", "Task", "ema_update", "task_state_dict"]
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def ema_update(decay: float) -> Callable[[Sequence[Tensor], Sequence[Tensor], Tensor | int], None]:
+    """EMA with the usual warm-up: step ``n`` uses ``min(decay, (1 + n) / (10 + n))``, so the
+    random initial weights (and BatchNorm statistics) do not linger for ~1/(1 - decay) steps."""
+
+    @torch.no_grad()
+    def update(averaged: Sequence[Tensor], current: Sequence[Tensor], num_averaged: Tensor | int) -> None:
+        n = int(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - d)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():
+                a.copy_(c)
+
+    return update
+
+
+class Task(nn.Module):
+    """Base of every task: a network ``net`` (backbone + ``head``), an optional EMA of it, and the
+    hooks the trainer, predictor, evaluator and leaderboard call.
+
+    Class attributes a task sets: ``head`` (name in :data:`~deeplense.models.heads.HEADS`),
+    ``monitor`` (validation metric and mode for checkpoints, early stopping and tuning),
+    ``train_defaults`` (its own ``train.*`` config keys with defaults) and ``train_choices``
+    (allowed values of those keys), ``figures`` (figure kinds ``evaluate`` draws) and
+    ``prediction_keys`` (what :meth:`decode` returns).
+    """
+
+    head: ClassVar[str]
+    monitor: ClassVar[tuple[str, str]]
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    train_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    figures: ClassVar[tuple[str, ...]] = ()
+    prediction_keys: ClassVar[tuple[str, ...]]
+
+    def __init__(self, contract: ModelContract, train: dict[str, Any]):
+        super().__init__()
+        self.contract, self.cfg = contract, train
+        self.net: Network = build_network(
+            {"name": contract.model.name, "kwargs": contract.model.kwargs, "pretrained": contract.model.pretrained},
+            self.head,
+            self.n_outputs(contract),
+            contract.input.in_chans,
+            contract.input.img_size,
+        )
+        if train.get("channels_last", False):
+            self.net = channels_last(self.net)  # type: ignore[assignment]
+        self.ema: AveragedModel | None = None
+        if train.get("ema_decay", 0) > 0:  # exponential moving average of weights and BatchNorm statistics
+            self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(train["ema_decay"]), use_buffers=True)
+
+    # ------------------------------------------------------------------ declared by each task
+    @classmethod
+    def check_train_keys(cls, train: dict[str, Any]) -> None:
+        """Ranges of this task's own ``train.*`` keys (checked whatever the task of the run, so a
+        bad value is never silently kept); raise :class:`ConfigError`."""
+
+    @classmethod
+    def validate(cls, config: dict[str, Any]) -> None:
+        """Checks of a resolved config that this task is the task of; raise :class:`ConfigError`."""
+
+    @classmethod
+    def output_spec(cls, data: Any) -> OutputSpec:
+        """What the network predicts, from the training data (``deeplense.train.data.TrainingData``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def training_state(cls, config: dict[str, Any], data: Any) -> dict[str, Any]:
+        """What the loss is built with, stored in the contract (e.g. class weights)."""
+        return {}
+
+    @staticmethod
+    def n_outputs(contract: ModelContract) -> int:
+        raise NotImplementedError
+
+    def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, out: Tensor) -> dict[str, Tensor]:
+        """Network output -> predictions in physical units (:attr:`prediction_keys`)."""
+        raise NotImplementedError
+
+    def epoch_metrics(self, stage: str, got: dict[str, np.ndarray]) -> dict[str, float]:
+        """The few numbers logged after a validation epoch, ``{stage}_<name>``."""
+        raise NotImplementedError
+
+    def metrics(self, pred: dict[str, np.ndarray], truth: dict[str, np.ndarray], n_boot: int = 0) -> dict[str, Any]:
+        """The full metrics of predictions against the truth (``label``, ``target``)."""
+        raise NotImplementedError
+
+    def predictions_table(self, pred: dict[str, np.ndarray], truth: dict[str, np.ndarray] | None) -> pd.DataFrame:
+        """One row per image: the truth where known and the predictions."""
+        raise NotImplementedError
+
+    def combine_views(self, views: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Equal-weight mixture of the predictions of several views of the same images."""
+        raise NotImplementedError
+
+    def truth_from_source(self, source: Any, where: str) -> dict[str, np.ndarray]:
+        """``label`` (in this model's class order) and ``target`` of an image source."""
+        raise NotImplementedError
+
+    def combine_members(
+        self,
+        preds: list[dict[str, np.ndarray]],
+        method: str,
+        val_preds: list[dict[str, np.ndarray]] | None = None,
+        val_truth: dict[str, np.ndarray] | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """An ensemble's predictions from its members' (``mean``, or ``stack`` fitted on the
+        validation predictions); returns them and what was fitted."""
+        raise NotImplementedError
+
+    @staticmethod
+    def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+        """The numbers a command prints and a leaderboard ranks on, first the ranking one."""
+        raise NotImplementedError
+
+    ranking: ClassVar[tuple[str, bool]]  # (leaderboard column, ascending)
+
+    # ------------------------------------------------------------------------- shared
+    def forward(self, x: Tensor) -> Tensor:
+        net = self.ema.module if (self.ema is not None and not self.training) else self.net
+        return net(self._prepare(x))
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.get("channels_last") else x
+
+    def predict(self, x: Tensor) -> dict[str, Tensor]:
+        """Images (after the evaluation transforms) -> predictions."""
+        return self.decode(self(x))
+
+    def training_loss(self, batch: dict[str, Tensor], step: int) -> Tensor:
+        """Loss of one training batch (the training network, never the EMA)."""
+        return self.loss(self.net(self._prepare(batch["image"])), batch)
+
+    def after_step(self) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
+
+    def configure_optimizers(self, total_steps: int) -> Any:
+        return build_optimization(self.net, self.cfg, total_steps, self.monitor)
+
+
+def task_state_dict(state: dict[str, Tensor], task: Task) -> dict[str, Tensor]:
+    """A Lightning checkpoint's ``state_dict`` as ``task``'s own: the ``task.`` prefix is removed;
+    checkpoints written before tasks existed (no prefix) keep only the keys this task has."""
+    if any(k.startswith("task.") for k in state):
+        return {k.removeprefix("task."): v for k, v in state.items() if k.startswith("task.")}
+    own = task.state_dict()
+    return {k: v for k, v in state.items() if k in own}
+
+
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if str(value) not in choices:
+        raise ConfigError(key, f"must be one of {list(choices)}, got {value!r}")

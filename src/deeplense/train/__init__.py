@@ -1,0 +1,1 @@
+"""Training: the Lightning module that drives a task, run directories, loggers, tuning."""
