@@ -39,3 +39,33 @@ def test_predicting_from_a_checkpoint_never_imports_lightning():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_one_deflector_registry_serves_lenses_and_subhalos():
+    from deeplense.sim.lenses import LENSES
+    from deeplense.sim.substructure import PROFILE_COLUMNS
+
+    for profile, columns in PROFILE_COLUMNS.items():
+        lens = LENSES.get(profile)
+        assert columns and set(columns) <= {p.name for p in lens.params}, profile
+
+
+def test_every_family_is_a_registry():
+    from deeplense.core.registry import Registry
+    from deeplense.data.transforms import TRANSFORMS
+    from deeplense.evaluate.plots import FIGURES
+    from deeplense.models import HEADS, MODELS
+    from deeplense.sim.instruments import NOISE_MODELS
+    from deeplense.sim.lenses import LENSES
+    from deeplense.sim.priors import PRIORS
+    from deeplense.sim.psfs import PSFS
+    from deeplense.sim.sources import SOURCES
+    from deeplense.sim.substructure import POPULATIONS
+    from deeplense.tasks import TASKS
+    from deeplense.tasks.optim import OPTIMIZERS, SCHEDULERS
+    from deeplense.train.loggers import LOGGERS
+
+    families = [TRANSFORMS, FIGURES, HEADS, MODELS, NOISE_MODELS, LENSES, PRIORS, PSFS, SOURCES, POPULATIONS]
+    families += [TASKS, OPTIMIZERS, SCHEDULERS, LOGGERS]
+    assert all(isinstance(f, Registry) and f.names() for f in families)
+    assert {"none", "gaussian", "pixel"} <= set(PSFS.names()) and "truncated_normal" in PRIORS.names()

@@ -22,7 +22,7 @@ def _lenstronomy_image(sim, sample, *, numerics=None):
     """Noiseless image of one sample rendered by lenstronomy's ImageModel."""
     inst, band = sim.instrument, sim.instrument.bands[0]
     data = ImageData(**simulation_util.data_configure_simple(inst.size, inst.pixel_scale, 1.0, 1.0))
-    psf = PSF(psf_type="GAUSSIAN", fwhm=band.psf_fwhm, truncation=band.psf_truncation)
+    psf = PSF(psf_type="GAUSSIAN", fwhm=band.psf.fwhm, truncation=band.psf.truncation)
     kinds, kwargs = [], []
     for lens, p in zip(sim.lenses, sample.params):
         if lens.kind == "sie":

@@ -6,23 +6,20 @@ Observing presets (``preset: euclid_vis`` and so on) take their numbers from len
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from deeplense.core.config import ConfigError, check_keys
 from deeplense.core.registry import Registry
-from deeplense.sim import functional as F
 from deeplense.sim import kernels
 from deeplense.sim import random as R
 from deeplense.sim.components import Component
 from deeplense.sim.cosmology import LensingContext
 from deeplense.sim.priors import Param
+from deeplense.sim.psfs import PSF, build_psf
 
 __all__ = ["NOISE_MODELS", "OBSERVING_PRESETS", "Band", "Instrument", "observing_preset"]
 
@@ -199,46 +196,12 @@ class Band:
     """One filter: name, PSF, noise model and magnitude zero point (or None)."""
 
     name: str
-    psf_kind: str
-    psf_fwhm: float
-    psf_truncation: float
-    psf_kernel: np.ndarray | None
+    psf: PSF
     noise: NoiseModel
     zero_point: float | None
 
     def convolve(self, images: Tensor, pixel_scale: float) -> Tensor:
-        if self.psf_kind == "gaussian":
-            sigma_px = self.psf_fwhm / (2 * math.sqrt(2 * math.log(2))) / pixel_scale
-            return F.gaussian_blur(images, sigma_px, self.psf_truncation)
-        if self.psf_kind == "pixel":
-            return F.kernel_convolve(images, torch.as_tensor(self.psf_kernel, device=images.device))
-        return images
-
-
-_PSF_KINDS = ("none", "gaussian", "pixel")
-
-
-def _build_psf(node: dict[str, Any], where: str, defaults: dict[str, Any]) -> tuple[str, float, float, Any]:
-    node = {**defaults, **(node or {})}
-    check_keys(node, {"kind", "fwhm", "truncation", "kernel"}, where)
-    kind = node.get("kind", "gaussian")
-    if kind not in _PSF_KINDS:
-        raise ConfigError(f"{where}.kind", f"expected one of {_PSF_KINDS}, got {kind!r}")
-    fwhm = float(node.get("fwhm", 0.0))
-    truncation = float(node.get("truncation", 5.0))
-    kernel = None
-    if kind == "gaussian" and not fwhm > 0:
-        raise ConfigError(f"{where}.fwhm", f"a Gaussian PSF needs fwhm > 0 arcsec, got {fwhm}")
-    if kind == "pixel":
-        source = node.get("kernel")
-        try:
-            kernel = np.load(Path(source)) if isinstance(source, str) else np.asarray(source, dtype=float)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{where}.kernel", f"cannot read PSF kernel {source!r}: {exc}") from None
-        if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0 or not np.isfinite(kernel).all():
-            raise ConfigError(f"{where}.kernel", f"expected a finite 2-D kernel of odd size, got shape {kernel.shape}")
-        kernel = kernel / kernel.sum()
-    return kind, fwhm, truncation, kernel
+        return self.psf.convolve(images, pixel_scale)
 
 
 class Instrument:
@@ -263,7 +226,7 @@ class Instrument:
             preset = observing_preset(band_node["preset"]) if "preset" in band_node else {}
             preset_scale = preset.get("pixel_scale", preset_scale)
             psf_defaults = {"kind": "gaussian", "fwhm": preset["seeing"]} if preset else {}
-            kind, fwhm, trunc, kernel = _build_psf(band_node.get("psf"), f"{bw}.psf", psf_defaults)
+            psf = build_psf(band_node.get("psf"), f"{bw}.psf", psf_defaults)
             noise_node = dict(band_node.get("noise") or {"kind": "none"})
             noise_kind = noise_node.get("kind")
             if noise_kind not in NOISE_MODELS:
@@ -283,7 +246,7 @@ class Instrument:
             noise_node.setdefault("name", "noise" if len(bands_node) == 1 else f"noise_{name}")
             noise = noise_cls(noise_node, f"{bw}.noise", context)
             zp = band_node.get("magnitude_zero_point", preset.get("magnitude_zero_point"))
-            self.bands.append(Band(name, kind, fwhm, trunc, kernel, noise, None if zp is None else float(zp)))
+            self.bands.append(Band(name, psf, noise, None if zp is None else float(zp)))
         self.pixel_scale = float(node.get("pixel_scale", preset_scale or 0.0))
         if not 0 < self.pixel_scale < 10:
             raise ConfigError(
@@ -297,12 +260,7 @@ class Instrument:
     def to_yaml(self) -> dict[str, Any]:
         bands = []
         for band in self.bands:
-            psf: dict[str, Any] = {"kind": band.psf_kind}
-            if band.psf_kind == "gaussian":
-                psf.update(fwhm=band.psf_fwhm, truncation=band.psf_truncation)
-            elif band.psf_kind == "pixel":
-                psf["kernel"] = band.psf_kernel.tolist()
-            entry: dict[str, Any] = {"name": band.name, "psf": psf, "noise": band.noise.to_yaml()}
+            entry: dict[str, Any] = {"name": band.name, "psf": band.psf.to_yaml(), "noise": band.noise.to_yaml()}
             if band.zero_point is not None:
                 entry["magnitude_zero_point"] = band.zero_point
             bands.append(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -24,9 +25,14 @@ _E2 = Param("e2", "", -0.5, 0.5, 0.0, "ellipticity component along the diagonal"
 
 
 class LensComponent(Component):
-    """A deflector: ``deflection(x, y, p)`` with ``p`` a dict of ``(B, 1)`` tensors."""
+    """A deflector: ``deflection(x, y, p)`` (a static method) with ``p`` a dict of ``(B, 1)``
+    tensors. The same registry serves the main lens and the subhalos: a profile that can be a
+    subhalo declares ``catalogue_columns``, the row layout of its subhalo catalogues."""
 
-    def deflection(self, x: Tensor, y: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    catalogue_columns: ClassVar[tuple[str, ...] | None] = None
+
+    @staticmethod
+    def deflection(x: Tensor, y: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
 
@@ -37,7 +43,8 @@ class SIE(MassOrEinsteinRadius, LensComponent):
     kind = "sie"
     params = (_THETA, _MASS, _E1, _E2, _CX, _CY)
 
-    def deflection(self, x, y, p):
+    @staticmethod
+    def deflection(x, y, p):
         return F.sie_deflection(x, y, p["theta_E"], p["e1"], p["e2"], p["center_x"], p["center_y"])
 
 
@@ -48,7 +55,8 @@ class SIS(MassOrEinsteinRadius, LensComponent):
     kind = "sis"
     params = (_THETA, _MASS, _CX, _CY)
 
-    def deflection(self, x, y, p):
+    @staticmethod
+    def deflection(x, y, p):
         return F.sis_deflection(x, y, p["theta_E"], p["center_x"], p["center_y"])
 
 
@@ -58,8 +66,10 @@ class PointMass(MassOrEinsteinRadius, LensComponent):
 
     kind = "point_mass"
     params = (_THETA, _MASS, _CX, _CY)
+    catalogue_columns = ("center_x", "center_y", "theta_E")
 
-    def deflection(self, x, y, p):
+    @staticmethod
+    def deflection(x, y, p):
         return F.point_mass_deflection(x, y, p["theta_E"], p["center_x"], p["center_y"])
 
 
@@ -73,12 +83,14 @@ class Shear(LensComponent):
         Param("gamma2", "", -0.5, 0.5, 0.0, "shear component along the diagonal"),
     )
 
-    def deflection(self, x, y, p):
+    @staticmethod
+    def deflection(x, y, p):
         return F.shear_deflection(x, y, p["gamma1"], p["gamma2"])
 
 
 _RS = Param("Rs", "arcsec", 1e-7, 100, None, "scale radius")
 _ALPHA_RS = Param("alpha_Rs", "arcsec", 0, 10, None, "deflection at projected Rs")
+_R_TRUNC = Param("r_trunc", "arcsec", 1e-6, 1000, None, "truncation radius")
 
 
 @LENSES.register("nfw")
@@ -87,8 +99,10 @@ class NFW(LensComponent):
 
     kind = "nfw"
     params = (_RS, _ALPHA_RS, _CX, _CY)
+    catalogue_columns = ("center_x", "center_y", "Rs", "alpha_Rs")
 
-    def deflection(self, x, y, p):
+    @staticmethod
+    def deflection(x, y, p):
         return F.nfw_deflection(x, y, p["Rs"], p["alpha_Rs"], p["center_x"], p["center_y"])
 
 
@@ -97,9 +111,11 @@ class TNFW(LensComponent):
     """Truncated NFW (Baltz, Marshall & Oguri 2009), lenstronomy ``TNFW`` parametrisation."""
 
     kind = "tnfw"
-    params = (_RS, _ALPHA_RS, Param("r_trunc", "arcsec", 1e-6, 1000, None, "truncation radius"), _CX, _CY)
+    params = (_RS, _ALPHA_RS, _R_TRUNC, _CX, _CY)
+    catalogue_columns = ("center_x", "center_y", "Rs", "alpha_Rs", "r_trunc")
 
-    def deflection(self, x, y, p):
+    @staticmethod
+    def deflection(x, y, p):
         return F.tnfw_deflection(x, y, p["Rs"], p["alpha_Rs"], p["r_trunc"], p["center_x"], p["center_y"])
 
 
@@ -116,6 +132,21 @@ class LineSegment(MassOrEinsteinRadius, LensComponent):
         _CX,
         _CY,
     )
+    catalogue_columns = ("theta_E", "half_length", "angle", "center_x", "center_y")
 
-    def deflection(self, x, y, p):
+    @staticmethod
+    def deflection(x, y, p):
         return F.line_segment_deflection(x, y, p["theta_E"], p["half_length"], p["angle"], p["center_x"], p["center_y"])
+
+
+@LENSES.register("tnfwc")
+class TNFWC(LensComponent):
+    """Cored, truncated pseudo-NFW halo, lenstronomy ``TNFWC`` (the SIDM subhalos of pyHalo)."""
+
+    kind = "tnfwc"
+    params = (_RS, _ALPHA_RS, Param("r_core", "arcsec", 1e-8, 1000, None, "core radius"), _R_TRUNC, _CX, _CY)
+    catalogue_columns = ("center_x", "center_y", "Rs", "alpha_Rs", "r_core", "r_trunc")
+
+    @staticmethod
+    def deflection(x, y, p):
+        return F.tnfwc_deflection(x, y, p["Rs"], p["alpha_Rs"], p["r_core"], p["r_trunc"], p["center_x"], p["center_y"])

@@ -20,8 +20,23 @@ import numpy as np
 from scipy import special
 
 from deeplense.core.config import ConfigError
+from deeplense.core.registry import Registry
 
-__all__ = ["Param", "Prior", "Fixed", "Uniform", "LogUniform", "Normal", "TruncatedNormal", "Choice", "parse_prior"]
+__all__ = [
+    "PRIORS",
+    "Param",
+    "Prior",
+    "Fixed",
+    "Uniform",
+    "LogUniform",
+    "Normal",
+    "TruncatedNormal",
+    "Choice",
+    "parse_prior",
+]
+
+#: Priors by their YAML key (``{uniform: [lo, hi]}``); a plain number is :class:`Fixed`.
+PRIORS: Registry[type[Prior]] = Registry("prior")
 
 
 @dataclass(frozen=True)
@@ -37,7 +52,15 @@ class Param:
 
 
 class Prior:
-    """A distribution of one scalar parameter."""
+    """A distribution of one scalar parameter. ``arity``: how many numbers its YAML node takes
+    (``None``: one or more)."""
+
+    arity: int | None = None
+
+    @classmethod
+    def build(cls, numbers: list[float], where: str, name: str) -> Prior:
+        """The prior of a YAML node's numbers, checked."""
+        return cls(*numbers)
 
     def sample(self, rng: np.random.Generator) -> float:
         raise NotImplementedError
@@ -64,8 +87,17 @@ class Fixed(Prior):
         return self.value
 
 
+@PRIORS.register("uniform")
 @dataclass(frozen=True)
 class Uniform(Prior):
+    arity = 2
+
+    @classmethod
+    def build(cls, numbers: list[float], where: str, name: str) -> Prior:
+        if not numbers[0] < numbers[1]:
+            raise ConfigError(where, f"{name} needs low < high, got {numbers}")
+        return cls(*numbers)
+
     low: float
     high: float
 
@@ -79,8 +111,19 @@ class Uniform(Prior):
         return {"uniform": [self.low, self.high]}
 
 
+@PRIORS.register("log_uniform")
 @dataclass(frozen=True)
 class LogUniform(Prior):
+    arity = 2
+
+    @classmethod
+    def build(cls, numbers: list[float], where: str, name: str) -> Prior:
+        if not numbers[0] < numbers[1]:
+            raise ConfigError(where, f"{name} needs low < high, got {numbers}")
+        if numbers[0] <= 0:
+            raise ConfigError(where, f"log_uniform needs positive bounds, got {numbers}")
+        return cls(*numbers)
+
     low: float
     high: float
 
@@ -94,8 +137,17 @@ class LogUniform(Prior):
         return {"log_uniform": [self.low, self.high]}
 
 
+@PRIORS.register("normal")
 @dataclass(frozen=True)
 class Normal(Prior):
+    arity = 2
+
+    @classmethod
+    def build(cls, numbers: list[float], where: str, name: str) -> Prior:
+        if numbers[1] <= 0:
+            raise ConfigError(where, f"{name} needs sigma > 0, got {numbers[1]}")
+        return cls(*numbers)
+
     mean: float
     sigma: float
 
@@ -109,8 +161,19 @@ class Normal(Prior):
         return {"normal": [self.mean, self.sigma]}
 
 
+@PRIORS.register("truncated_normal")
 @dataclass(frozen=True)
 class TruncatedNormal(Prior):
+    arity = 4
+
+    @classmethod
+    def build(cls, numbers: list[float], where: str, name: str) -> Prior:
+        if numbers[1] <= 0:
+            raise ConfigError(where, f"{name} needs sigma > 0, got {numbers[1]}")
+        if not numbers[2] < numbers[3]:
+            raise ConfigError(where, f"truncated_normal needs low < high, got {numbers[2:]}")
+        return cls(*numbers)
+
     mean: float
     sigma: float
     low: float
@@ -128,8 +191,15 @@ class TruncatedNormal(Prior):
         return {"truncated_normal": [self.mean, self.sigma, self.low, self.high]}
 
 
+@PRIORS.register("choice")
 @dataclass(frozen=True)
 class Choice(Prior):
+    arity = None
+
+    @classmethod
+    def build(cls, numbers: list[float], where: str, name: str) -> Prior:
+        return cls(tuple(numbers))
+
     values: tuple[float, ...]
 
     def sample(self, rng):
@@ -140,15 +210,6 @@ class Choice(Prior):
 
     def to_yaml(self):
         return {"choice": list(self.values)}
-
-
-_NODES: dict[str, tuple[type[Prior], int | None]] = {
-    "uniform": (Uniform, 2),
-    "log_uniform": (LogUniform, 2),
-    "normal": (Normal, 2),
-    "truncated_normal": (TruncatedNormal, 4),
-    "choice": (Choice, None),
-}
 
 
 def _number(value: Any, where: str) -> float:
@@ -171,22 +232,12 @@ def parse_prior(node: Any, where: str) -> Prior:
     if not isinstance(node, dict):
         return Fixed(_number(node, where))
     if len(node) != 1:
-        raise ConfigError(where, f"a prior node has exactly one key out of {sorted(_NODES)}, got {sorted(node)}")
+        raise ConfigError(where, f"a prior node has exactly one key out of {PRIORS.names()}, got {sorted(node)}")
     ((name, args),) = node.items()
-    if name not in _NODES:
-        raise ConfigError(where, f"unknown prior {name!r}; expected one of {sorted(_NODES)}")
-    cls, arity = _NODES[name]
+    if name not in PRIORS:
+        raise ConfigError(where, f"unknown prior {name!r}; expected one of {PRIORS.names()}")
+    cls = PRIORS.get(name)
+    arity = cls.arity
     if not isinstance(args, (list, tuple)) or (arity is not None and len(args) != arity) or not args:
         raise ConfigError(where, f"{name} takes a list of {arity or 'one or more'} numbers, got {args!r}")
-    numbers = [_number(a, f"{where}.{name}[{i}]") for i, a in enumerate(args)]
-    if cls is Choice:
-        return Choice(tuple(numbers))
-    if cls in (Uniform, LogUniform) and not numbers[0] < numbers[1]:
-        raise ConfigError(where, f"{name} needs low < high, got {numbers}")
-    if cls is LogUniform and numbers[0] <= 0:
-        raise ConfigError(where, f"log_uniform needs positive bounds, got {numbers}")
-    if cls in (Normal, TruncatedNormal) and numbers[1] <= 0:
-        raise ConfigError(where, f"{name} needs sigma > 0, got {numbers[1]}")
-    if cls is TruncatedNormal and not numbers[2] < numbers[3]:
-        raise ConfigError(where, f"truncated_normal needs low < high, got {numbers[2:]}")
-    return cls(*numbers)
+    return cls.build([_number(a, f"{where}.{name}[{i}]") for i, a in enumerate(args)], where, name)

@@ -44,15 +44,6 @@ from deeplense.sim.substructure import POPULATIONS, PROFILE_COLUMNS, Population,
 
 __all__ = ["Simulator", "ImageSample", "SIMULATION_KEYS"]
 
-#: Batched deflection of one subhalo per image from its catalogue row (PROFILE_COLUMNS order).
-_SUBHALO_DEFLECTIONS = {
-    "point_mass": lambda x, y, r: F.point_mass_deflection(x, y, r[2], r[0], r[1]),
-    "line_segment": lambda x, y, r: F.line_segment_deflection(x, y, *r),
-    "nfw": lambda x, y, r: F.nfw_deflection(x, y, r[2], r[3], r[0], r[1]),
-    "tnfw": lambda x, y, r: F.tnfw_deflection(x, y, r[2], r[3], r[4], r[0], r[1]),
-    "tnfwc": lambda x, y, r: F.tnfwc_deflection(x, y, r[2], r[3], r[4], r[5], r[0], r[1]),
-}
-
 #: On the CPU, subhalo deflections are accumulated for a few images at a time, so that each
 #: per-subhalo temporary (images x pixels) stays in cache: about this many bytes per temporary.
 _SUBHALO_CHUNK_BYTES = 512 * 1024
@@ -332,14 +323,16 @@ class Simulator:
         for lo in range(0, len(samples), chunk):
             part = samples[lo : lo + chunk]
             ax_part, ay_part = ax[lo : lo + len(part)], ay[lo : lo + len(part)]
-            for profile, deflect in _SUBHALO_DEFLECTIONS.items():
+            for profile, columns in PROFILE_COLUMNS.items():
+                deflection = LENSES.get(profile).deflection
                 rows, counts = self._padded(part, profile)
                 if profile == "point_mass" and kernels.enabled(x):
                     kernels.add_point_masses(x, y, rows, counts, ax_part, ay_part)
                     continue
                 for k in range(rows.shape[1]):
                     images = torch.nonzero(counts > k).squeeze(1)
-                    dx, dy = deflect(x, y, [rows[images, k, j : j + 1] for j in range(rows.shape[2])])
+                    p = {name: rows[images, k, j : j + 1] for j, name in enumerate(columns)}
+                    dx, dy = deflection(x, y, p)
                     if len(images) == len(part):
                         ax_part += dx
                         ay_part += dy

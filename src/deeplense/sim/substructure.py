@@ -16,6 +16,7 @@ import numpy as np
 from deeplense.core.config import ConfigError
 from deeplense.core.registry import Registry
 from deeplense.sim.components import Column, Component
+from deeplense.sim.lenses import LENSES
 from deeplense.sim.priors import Param
 
 __all__ = ["POPULATIONS", "PROFILE_COLUMNS", "Population", "Subhalos", "power_law_masses"]
@@ -23,13 +24,13 @@ __all__ = ["POPULATIONS", "PROFILE_COLUMNS", "Population", "Subhalos", "power_la
 POPULATIONS: Registry[type[Population]] = Registry("substructure population")
 
 
+#: The deflectors (from the one lens registry, :data:`deeplense.sim.lenses.LENSES`) a subhalo
+#: catalogue may hold, in the order their deflections are summed.
+SUBHALO_PROFILES = ("point_mass", "line_segment", "nfw", "tnfw", "tnfwc")
+
 #: Row layout of each subhalo profile in a catalogue (angles in arcsec, ``angle`` in rad).
 PROFILE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "point_mass": ("center_x", "center_y", "theta_E"),
-    "line_segment": ("theta_E", "half_length", "angle", "center_x", "center_y"),
-    "nfw": ("center_x", "center_y", "Rs", "alpha_Rs"),
-    "tnfw": ("center_x", "center_y", "Rs", "alpha_Rs", "r_trunc"),
-    "tnfwc": ("center_x", "center_y", "Rs", "alpha_Rs", "r_core", "r_trunc"),
+    name: LENSES.get(name).catalogue_columns or () for name in SUBHALO_PROFILES
 }
 
 
