@@ -45,7 +45,7 @@ CLASSES = {"no_sub": 0, "cdm": 1, "axion": 2}
 POPULATIONS = [("cdm tnfw", "cdm", "tnfw"), ("cdm pseudo", "cdm", None), ("wdm", "wdm", None), ("sidm", "sidm", None)]
 
 
-#: Noise scheme of deeplense's images (``--generator``; deeplense.sim.random).
+#: Noise scheme of deeplense's images (``--generator``; deeplense.sim.rng).
 GENERATOR = {"scheme": 2}
 
 

@@ -14,7 +14,7 @@ from lenstronomy.Util import simulation_util
 from scipy import stats
 
 from deeplense.sim import Simulator, load_preset
-from deeplense.sim import random as R
+from deeplense.sim import rng as R
 from deeplense.sim.substructure import power_law_masses
 
 

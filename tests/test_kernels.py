@@ -9,7 +9,7 @@ import torch
 
 from deeplense.sim import Simulator, kernels, load_preset
 from deeplense.sim import functional as F
-from deeplense.sim import random as R
+from deeplense.sim import rng as R
 from deeplense.sim.kernels import LOG_FACTORIAL
 from deeplense.sim.writer import resolved_sim
 

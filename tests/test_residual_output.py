@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from deeplense.core.config import ConfigError
-from deeplense.sim import random as R
+from deeplense.sim import rng as R
 from deeplense.sim.presets import load_preset
 from deeplense.sim.simulator import Simulator
 

@@ -26,6 +26,6 @@ def image_rng(seed: int) -> np.random.Generator:
 
 
 def noise_key(seed: int) -> int:
-    """Signed 64-bit key of an image's pixel-noise streams (see :mod:`deeplense.sim.random`)."""
+    """Signed 64-bit key of an image's pixel-noise streams (see :mod:`deeplense.sim.rng`)."""
     word = int(np.random.SeedSequence([seed, _NOISE_SALT]).generate_state(1, dtype=np.uint64)[0])
     return word - (1 << 64) if word >= 1 << 63 else word

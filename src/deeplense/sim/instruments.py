@@ -15,7 +15,7 @@ from torch import Tensor
 from deeplense.core.config import ConfigError, check_keys
 from deeplense.core.registry import Registry
 from deeplense.sim import kernels
-from deeplense.sim import random as R
+from deeplense.sim import rng as R
 from deeplense.sim.components import Component
 from deeplense.sim.cosmology import LensingContext
 from deeplense.sim.priors import Param
@@ -47,7 +47,7 @@ def observing_preset(name: str) -> dict[str, Any]:
 class NoiseModel(Component):
     """Adds noise to noiseless images ``(B, N)`` given per-image parameters and noise keys.
 
-    Option ``generator`` picks the counter-based noise scheme (:mod:`deeplense.sim.random`): 2, the
+    Option ``generator`` picks the counter-based noise scheme (:mod:`deeplense.sim.rng`): 2, the
     default, or 1, which data sets written before scheme 2 existed record implicitly (their
     ``config.yaml`` has no ``generator``; :func:`deeplense.sim.writer.resolved_sim` reads them as 1).
     """
@@ -61,7 +61,7 @@ class NoiseModel(Component):
 
     @property
     def scheme(self) -> int:
-        """The noise scheme of :mod:`deeplense.sim.random` this model draws with."""
+        """The noise scheme of :mod:`deeplense.sim.rng` this model draws with."""
         return int(self.settings["generator"])
 
     @property

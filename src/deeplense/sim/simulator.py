@@ -34,7 +34,7 @@ from deeplense.sim import (
     halo_populations,  # noqa: F401  (registers cdm, wdm, sidm)
     kernels,
 )
-from deeplense.sim import random as R
+from deeplense.sim import rng as R
 from deeplense.sim.components import Column, Component, batch_params
 from deeplense.sim.cosmology import LensingContext
 from deeplense.sim.instruments import Instrument
