@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from deeplense import open_dataset
 from deeplense.core.runtime import keep_freed_memory
-from deeplense.data.pipeline import StoredImages, make_loader
+from deeplense.data.datasets import StoredImages, make_loader
 from deeplense.data.transforms import build_pipeline
 from deeplense.sim import load_preset
 from deeplense.sim.writer import DatasetPlan, write_dataset

@@ -52,6 +52,7 @@ def test_one_deflector_registry_serves_lenses_and_subhalos():
 
 def test_every_family_is_a_registry():
     from deeplense.core.registry import Registry
+    from deeplense.data.layouts import LAYOUTS
     from deeplense.data.transforms import TRANSFORMS
     from deeplense.evaluate.plots import FIGURES
     from deeplense.models import HEADS, MODELS
@@ -66,6 +67,6 @@ def test_every_family_is_a_registry():
     from deeplense.train.loggers import LOGGERS
 
     families = [TRANSFORMS, FIGURES, HEADS, MODELS, NOISE_MODELS, LENSES, PRIORS, PSFS, SOURCES, POPULATIONS]
-    families += [TASKS, OPTIMIZERS, SCHEDULERS, LOGGERS]
+    families += [TASKS, OPTIMIZERS, SCHEDULERS, LOGGERS, LAYOUTS]
     assert all(isinstance(f, Registry) and f.names() for f in families)
     assert {"none", "gaussian", "pixel"} <= set(PSFS.names()) and "truncated_normal" in PRIORS.names()

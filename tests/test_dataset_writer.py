@@ -180,7 +180,7 @@ def test_truncated_shard_is_reported_with_its_name(tmp_path):
     shard = out / "shards" / "shard-00000.h5"
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 3])
-    with pytest.raises(deeplense.data.dataset.DataFormatError, match="shard-00000.h5"):
+    with pytest.raises(deeplense.data.shards.DataFormatError, match="shard-00000.h5"):
         deeplense.open_dataset(out)
 
 

@@ -11,7 +11,7 @@ from conftest import tiny_model_i_config
 from deeplense import open_dataset
 from deeplense.core.config import ConfigError
 from deeplense.core.seeding import image_seed
-from deeplense.data.pipeline import SimulatedImages, SimulatedStream, StoredImages, make_loader
+from deeplense.data.datasets import SimulatedImages, SimulatedStream, StoredImages, make_loader
 from deeplense.data.transforms import RandomDihedral, build_pipeline, dihedral, mixup
 from deeplense.sim import Simulator
 

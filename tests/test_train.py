@@ -70,7 +70,7 @@ def test_classification_run_writes_a_complete_run_directory(tmp_path):
     model = load_predictor(run_dir)
     assert model.contract.output.class_names == ["no_sub", "cdm", "axion"] and model.contract.input.img_size == 32
     assert model.contract.input.bands == ["model_i"] and model.contract.input.pixel_scale_arcsec == pytest.approx(0.2)
-    from deeplense.data.pipeline import SimulatedImages
+    from deeplense.data.datasets import SimulatedImages
     from deeplense.train.data import simulation_config
 
     raw = SimulatedImages(simulation_config(TINY_SIM), 2, 48).raw_images(np.arange(48))

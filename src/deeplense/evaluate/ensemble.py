@@ -25,7 +25,7 @@ def ensemble(
 ) -> dict[str, Any]:
     """Evaluate each member and the ensemble on the test split; writes metrics and predictions."""
     from deeplense.core.run_dir import run_dir_of
-    from deeplense.data.pipeline import raw_split
+    from deeplense.data.datasets import raw_split
     from deeplense.infer import load_predictor
     from deeplense.train.data import run_data
 

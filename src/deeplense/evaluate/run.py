@@ -18,7 +18,7 @@ __all__ = ["evaluate_run", "evaluation_data"]
 def evaluation_data(model: Predictor, run_dir: Path, data: str | Path | None, split: str | None) -> dict[str, Any]:
     """Raw images and their truth (``label`` in the model's class order, ``target``) to evaluate
     on, with provenance: the run's own split, or any data set."""
-    from deeplense.data.pipeline import raw_split
+    from deeplense.data.datasets import raw_split
     from deeplense.data.readers import open_dataset
     from deeplense.train.data import run_data
 

@@ -138,7 +138,7 @@ class Regression(Task):
         return {"mean": means.mean(0), "sigma": (variances.mean(0) + means.var(0, unbiased=False)).sqrt()}
 
     def truth_from_source(self, source: Any, where: str) -> dict[str, np.ndarray]:
-        from deeplense.data.pipeline import target_table
+        from deeplense.data.datasets import target_table
 
         return {"label": source.labels, "target": target_table(source, self.contract.output.targets)}
 

@@ -11,7 +11,7 @@ import torch
 
 from deeplense.core.config import ConfigError, apply_overrides, load_yaml
 from deeplense.core.run_dir import RunDir
-from deeplense.data.pipeline import SimulatedImages, StoredImages
+from deeplense.data.datasets import SimulatedImages, StoredImages
 from deeplense.data.transforms import Pipeline, build_pipeline
 
 __all__ = ["TrainingData", "build_data", "simulation_config", "run_data"]

@@ -93,7 +93,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from deeplense.data.pipeline import make_loader
+    from deeplense.data.datasets import make_loader
     from deeplense.train.data import build_data
     from deeplense.train.module import TaskModule
 
