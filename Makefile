@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks analysis
 	$(BIN)/ruff format --check src tests benchmarks analysis
 	$(BIN)/lint-imports --no-cache  # layers import only downward (contracts in pyproject.toml)
-	$(BIN)/mypy  # types of core, tasks, infer and the model heads
+	$(BIN)/mypy  # types of the core, data, models, tasks and inference layers
 
 test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -332,3 +332,17 @@ def test_sigma_scaling_fits_the_validation_errors_and_old_checkpoints_load():
     assert module.decode(out)["sigma"].item() == pytest.approx(0.5 * 2.0 * module.sigma_scale.item())
     module.load_state_dict(old_state)  # a checkpoint from before sigma scaling
     assert module.sigma_scale.item() == 1.0
+
+
+def test_a_task_refuses_data_without_what_it_needs_before_any_work(tiny_dataset, tmp_path):
+    from deeplense.train.run import train
+
+    config = {
+        "task": "classification",
+        "data": {"path": str(tiny_dataset), "classes": ["axion"], "transforms": ["minmax"]},
+        "run": {"dir": str(tmp_path), "name": "one_class"},
+        "train": {"epochs": 1, "threads": 1},
+    }
+    with pytest.raises(ConfigError, match=r"needs images of two classes or more; the training split has \['axion'\]"):
+        train(resolve_config(config))
+    assert not (tmp_path / "one_class").exists()

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import ArrayLike
 
 from deeplense.core.errors import DataFormatError
 
@@ -52,9 +53,9 @@ class ImageSource:
     def image(self, i: int) -> np.ndarray:
         raise NotImplementedError
 
-    def images(self, indices) -> np.ndarray:
+    def images(self, indices: ArrayLike) -> np.ndarray:
         """``(len(indices), C, H, W)`` float32."""
-        return np.stack([self.image(int(i)) for i in indices]).astype(np.float32, copy=False)
+        return np.stack([self.image(int(i)) for i in np.asarray(indices).ravel()]).astype(np.float32, copy=False)
 
     @property
     def labels(self) -> np.ndarray:

@@ -8,15 +8,19 @@ rendered in one batched call, and the transforms run once per batch. A batch is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from deeplense.data.base import DataFormatError, ImageSource
 from deeplense.data.transforms import Pipeline
+
+if TYPE_CHECKING:
+    from deeplense.sim.simulator import Simulator
 
 __all__ = [
     "StoredImages",
@@ -56,7 +60,14 @@ def _generator(seed: int | None, raw: np.ndarray) -> torch.Generator | None:
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
-def _batch(images, labels, targets, indices, pipeline: Pipeline | None, generator=None) -> dict:
+def _batch(
+    images: ArrayLike | torch.Tensor,
+    labels: ArrayLike,
+    targets: ArrayLike,
+    indices: ArrayLike,
+    pipeline: Pipeline | None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     x = torch.as_tensor(images, dtype=torch.float32)
     if pipeline is not None:
         x = pipeline(x, generator)
@@ -107,6 +118,7 @@ class StoredImages(Dataset):
         idx = raw % len(self)  # indices from EpochSampler carry the epoch: epoch * len + i
         generator = _generator(self.augment_seed, raw)
         source, rows = (self._cache, idx) if self._cache is not None else (self.source.images(idx), None)
+        images: np.ndarray | torch.Tensor
         if self.pipeline is None:
             images = source if rows is None else source[rows]
         else:
@@ -118,7 +130,14 @@ class StoredImages(Dataset):
 
 
 class _SimulatorMixin:
-    def _init_sim(self, config: dict[str, Any], seed: int, targets, pipeline: Pipeline | None, classes=None):
+    def _init_sim(
+        self,
+        config: dict[str, Any],
+        seed: int,
+        targets: Sequence[str],
+        pipeline: Pipeline | None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         from deeplense.sim.simulator import Simulator
 
         self.config, self.seed, self.targets, self.pipeline = config, int(seed), list(targets), pipeline
@@ -133,13 +152,15 @@ class _SimulatorMixin:
         unknown = [t for t in self.targets if t not in columns]
         if unknown:
             raise DataFormatError(f"simulator: no parameter {unknown[0]!r}; parameters: {sorted(columns)}")
-        self._sim = None
+        self._sim: Simulator | None = None
 
-    def raw_images(self, indices) -> np.ndarray:
+    def raw_images(self, indices: ArrayLike) -> np.ndarray:
         """Rendered images before any transform."""
         return self._render(np.asarray(indices, dtype=np.int64), apply_pipeline=False)["image"].numpy()
 
-    def _render(self, indices: np.ndarray, generator=None, apply_pipeline: bool = True) -> dict[str, torch.Tensor]:
+    def _render(
+        self, indices: np.ndarray, generator: torch.Generator | None = None, apply_pipeline: bool = True
+    ) -> dict[str, torch.Tensor]:
         from deeplense.core.seeding import image_seed
         from deeplense.sim.simulator import Simulator
 
@@ -149,8 +170,8 @@ class _SimulatorMixin:
         images, samples = self._sim.simulate([image_seed(self.seed, int(i)) for i in indices], labels)
         labels = [int(i) % len(self._labels) for i in indices]  # position in `classes` (or the label itself)
         rows = [self._sim.metadata_row(s) for s in samples]
-        targets = [[row[t] for t in self.targets] for row in rows]
-        targets = np.asarray(targets, dtype=np.float32).reshape(len(indices), -1)
+        targets = np.asarray([[row[t] for t in self.targets] for row in rows], dtype=np.float32)
+        targets = targets.reshape(len(indices), -1)
         return _batch(images, labels, targets, indices, self.pipeline if apply_pipeline else None, generator)
 
 
@@ -160,7 +181,16 @@ class SimulatedImages(_SimulatorMixin, Dataset):
     regression, and relabelled by position in ``classes``), so every epoch and every worker
     layout sees the same images."""
 
-    def __init__(self, config, seed: int, length: int, targets=(), pipeline=None, classes=None, augment_seed=None):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        seed: int,
+        length: int,
+        targets: Sequence[str] = (),
+        pipeline: Pipeline | None = None,
+        classes: Sequence[str] | None = None,
+        augment_seed: int | None = None,
+    ):
         self._init_sim(config, seed, targets, pipeline, classes)
         self.length = int(length)
         self.augment_seed = augment_seed
@@ -180,11 +210,20 @@ class SimulatedStream(_SimulatorMixin, IterableDataset):
     """An endless stream of rendered batches; batch ``b`` holds images ``b*B .. (b+1)*B-1``, and
     loader worker ``w`` of ``W`` renders batches ``w, w+W, ...`` (none rendered twice)."""
 
-    def __init__(self, config, seed: int, batch_size: int, targets=(), pipeline=None, classes=None, start: int = 0):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        seed: int,
+        batch_size: int,
+        targets: Sequence[str] = (),
+        pipeline: Pipeline | None = None,
+        classes: Sequence[str] | None = None,
+        start: int = 0,
+    ):
         self._init_sim(config, seed, targets, pipeline, classes)
         self.batch_size, self.start = int(batch_size), int(start)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         b = self.start + worker
@@ -207,7 +246,7 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         if self.shuffle:
             order = np.random.default_rng(np.random.SeedSequence([self.seed, 0xE90C, self.epoch])).permutation(self.n)
         else:
@@ -215,7 +254,7 @@ class EpochSampler(Sampler[int]):
         return iter((self.epoch * self.n + order).tolist())
 
 
-def _already_batched(batch):
+def _already_batched(batch: Any) -> Any:
     return batch
 
 
@@ -234,7 +273,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, shuffle),
+        sampler=EpochSampler(len(dataset), seed, shuffle),  # type: ignore[arg-type]
         num_workers=workers,
         collate_fn=_already_batched,
         drop_last=drop_last,
@@ -242,9 +281,9 @@ def make_loader(
     )
 
 
-def raw_split(dataset, batch: int = 256):
+def raw_split(dataset: Dataset, batch: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(raw images, labels, targets, indices) of a dataset built by ``build_data``, untransformed."""
-    n = len(dataset)
+    n = len(dataset)  # type: ignore[arg-type]
     images, labels, targets = [], [], []
     for lo in range(0, n, batch):
         idx = np.arange(lo, min(lo + batch, n))

@@ -156,7 +156,7 @@ def _histograms(pixels: dict[str, np.ndarray], path: Path) -> None:
     bins = np.linspace(lo, hi if hi > lo else lo + 1, 80)
     for name, values in pixels.items():
         if len(values):
-            ax.hist(values, bins=bins, histtype="step", density=True, label=name, linewidth=1.4)
+            ax.hist(values, bins=bins.tolist(), histtype="step", density=True, label=name, linewidth=1.4)
     ax.set_yscale("log")
     ax.set_xlabel("pixel value")
     ax.set_ylabel("density")

@@ -19,11 +19,13 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from deeplense.core import dataset_dir as fmt
 from deeplense.core.registry import Registry
@@ -56,7 +58,7 @@ def subdirs(folder: Path) -> list[str]:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
 
 
-def bad_files_message(root, bad: list[BadFile], lead: str = "") -> str:
+def bad_files_message(root: str | Path, bad: list[BadFile], lead: str = "") -> str:
     listed = "\n  ".join(str(b) for b in bad[:10])
     more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
     return f"{root}: {lead}{len(bad)} bad file(s):\n  {listed}{more}"
@@ -74,7 +76,12 @@ class FileFolderReader(ImageSource):
     """
 
     def __init__(
-        self, root: Path, entries: list[tuple[str, str, str]], layout: str, check: str = "header", progress=None
+        self,
+        root: Path,
+        entries: list[tuple[str, str, str]],
+        layout: str,
+        check: str = "header",
+        progress: Callable[[int, int], None] | None = None,
     ):
         self.root, self.layout = root, layout
         self.bad_files: list[BadFile] = []
@@ -264,7 +271,7 @@ class StackedArrayReader(ImageSource):
     def image(self, i: int) -> np.ndarray:
         return np.asarray(self._images[i], dtype=np.float32)
 
-    def images(self, indices) -> np.ndarray:
+    def images(self, indices: ArrayLike) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         order = np.argsort(indices, kind="stable")
         out = np.empty((len(indices), *self.image_shape), dtype=np.float32)
@@ -315,7 +322,7 @@ class FitsCubeReader(ImageSource):
     def image(self, i: int) -> np.ndarray:
         return self._images[i]
 
-    def images(self, indices) -> np.ndarray:
+    def images(self, indices: ArrayLike) -> np.ndarray:
         return self._images[np.asarray(indices, dtype=np.int64)]
 
 

@@ -3,6 +3,7 @@ file decoders: :mod:`deeplense.data.decoders`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from deeplense.data.base import DataFormatError, ImageSource
@@ -24,7 +25,7 @@ def open_dataset(
     split_file: str | Path | None = None,
     split_fractions: dict[str, float] | None = None,
     split_seed: int = 0,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImageSource:
     """Open any DeepLense data layout (detected) or a deeplense directory.
 

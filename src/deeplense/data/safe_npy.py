@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -34,11 +35,11 @@ _ALLOWED = {
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file, path: Path):
+    def __init__(self, file: BinaryIO, path: Path):
         super().__init__(file, encoding="latin1")
         self._path = path
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise UnsafeFileError(f"{self._path}: refused to unpickle {module}.{name} (only numpy arrays and numbers)")

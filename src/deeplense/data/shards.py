@@ -9,6 +9,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from deeplense.core import dataset_dir as fmt
 from deeplense.data.base import DataFormatError, ImageSource
@@ -76,7 +77,7 @@ class ShardedDataset(ImageSource):
         shard_no, row = self._where[i]
         return self._file(int(shard_no))["images"][int(row)]
 
-    def images(self, indices) -> np.ndarray:
+    def images(self, indices: ArrayLike) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         where = self._where[indices]
         shape = tuple(self.manifest["image"]["shape"])

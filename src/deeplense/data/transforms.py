@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ __all__ = [
     "dihedral_group",
 ]
 
-TRANSFORMS = Registry("transform")
+TRANSFORMS: Registry[type[Transform]] = Registry("transform")
 
 D4_ELEMENTS = [(k, flip) for flip in (False, True) for k in range(4)]  # rot90 k times, then mirror
 #: Elements of each group: d2 is the identity, the half turn and the two mirrors.
@@ -92,12 +93,12 @@ class RandomDihedral(Transform):
         dihedral_group(group)
         self.group = group
 
-    def choose(self, n: int, shape: tuple[int, ...], generator=None) -> np.ndarray:
+    def choose(self, n: int, shape: tuple[int, ...], generator: torch.Generator | None = None) -> np.ndarray:
         """The group element of each of ``n`` images of ``shape`` (one draw from ``generator``)."""
         allowed = np.array(DIHEDRAL_GROUPS[self.group if shape[-1] == shape[-2] else "d2"])
         return allowed[torch.randint(0, len(allowed), (n,), generator=generator).numpy()]
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         choice = self.choose(x.shape[0], x.shape, generator)
         if x.device.type != "cpu" or x.requires_grad:
             out = torch.empty_like(x)
@@ -129,7 +130,7 @@ class MinMax(Transform):
     def __init__(self, per_band: bool = False):
         self.per_band = bool(per_band)
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if x.device.type == "cpu" and not x.requires_grad and x.dtype == torch.float32:
             return self.apply_(x.detach().clone(memory_format=torch.contiguous_format))  # a copy we own
         dims = (-2, -1) if self.per_band else (-3, -2, -1)
@@ -159,7 +160,7 @@ class Asinh(Transform):
             raise ConfigError("scale", f"must be > 0, got {scale}")
         self.scale = float(scale)
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return torch.asinh(x / self.scale)
 
 
@@ -174,7 +175,7 @@ class Log(Transform):
             raise ConfigError("eps", f"must be > 0, got {eps}")
         self.eps = float(eps)
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return torch.log10(x.clamp(min=0) + self.eps)
 
 
@@ -188,7 +189,7 @@ class Standardize(Transform):
     def __init__(self, mean: list[float] | None = None, std: list[float] | None = None):
         self.mean, self.std = mean, std
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if self.mean is None or self.std is None:
             raise RuntimeError("standardize: statistics not computed yet (see Pipeline.fit_statistics)")
         mean = torch.as_tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
@@ -203,7 +204,7 @@ class CenterCrop(Transform):
     def __init__(self, size: int):
         self.size = int(size)
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         h, w = x.shape[-2:]
         if self.size > min(h, w):
             raise ValueError(f"center_crop: size {self.size} exceeds the image ({h}x{w})")
@@ -218,7 +219,7 @@ class Resize(Transform):
     def __init__(self, size: int):
         self.size = int(size)
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if x.shape[-1] == self.size and x.shape[-2] == self.size:
             return x
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
@@ -231,7 +232,7 @@ class Bin(Transform):
     def __init__(self, factor: int):
         self.factor = int(factor)
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return F.avg_pool2d(x, self.factor)
 
 
@@ -244,7 +245,7 @@ class NoiseJitter(Transform):
     def __init__(self, sigma: float = 0.05):
         self.sigma = float(sigma)
 
-    def __call__(self, x, generator=None):
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         scale = x.std(dim=(-3, -2, -1), keepdim=True)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         return x + self.sigma * scale * noise
@@ -296,6 +297,7 @@ class Pipeline:
             return self(torch.as_tensor(source if rows is None else source[rows]), generator)
         rows = np.arange(len(source)) if rows is None else rows
         flips = self.transforms[first]
+        assert isinstance(flips, RandomDihedral)
         batch = torch.from_numpy(flips.gather(source, rows, flips.choose(len(rows), source.shape, generator)))
         for t in self.transforms[:first]:
             batch = t.apply_(batch)
@@ -304,20 +306,22 @@ class Pipeline:
     def needs_statistics(self) -> bool:
         return any(isinstance(t, Standardize) and (t.mean is None or t.std is None) for t in self.transforms)
 
-    def fit_statistics(self, batches) -> dict[str, list[float]] | None:
+    def fit_statistics(self, batches: Callable[[], Iterable[Tensor]]) -> dict[str, list[float]] | None:
         """Compute mean/std per band for each unset ``standardize`` from ``batches`` (an iterable of
         raw image batches), running the deterministic transforms before it; returns them."""
         for pos, t in enumerate(self.transforms):
             if isinstance(t, Standardize) and (t.mean is None or t.std is None):
                 before = Pipeline(self.transforms[:pos])
-                total, total_sq, count = 0.0, 0.0, 0
+                total: Tensor | float = 0.0
+                total_sq: Tensor | float = 0.0
+                count = 0
                 for raw in batches():
                     x = before(raw.to(torch.float64))
                     total = total + x.sum(dim=(0, 2, 3))
                     total_sq = total_sq + (x * x).sum(dim=(0, 2, 3))
                     count += x.shape[0] * x.shape[2] * x.shape[3]
-                mean = total / count
-                std = (total_sq / count - mean * mean).clamp(min=0).sqrt().clamp(min=1e-12)
+                mean = torch.as_tensor(total) / count
+                std = (torch.as_tensor(total_sq) / count - mean * mean).clamp(min=0).sqrt().clamp(min=1e-12)
                 t.mean, t.std = mean.tolist(), std.tolist()
                 return {"mean": t.mean, "std": t.std}
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from deeplense.data.base import ImageSource
 
@@ -12,7 +13,7 @@ __all__ = ["IndexView", "SplitView", "ClassView"]
 class IndexView(ImageSource):
     """The images ``positions`` of ``parent``, renumbered from 0."""
 
-    def __init__(self, parent: ImageSource, positions):
+    def __init__(self, parent: ImageSource, positions: ArrayLike):
         self.parent = parent
         self.positions = np.asarray(positions, dtype=np.int64)
         self.layout, self.root = parent.layout, parent.root
@@ -23,7 +24,7 @@ class IndexView(ImageSource):
     def image(self, i: int) -> np.ndarray:
         return self.parent.image(int(self.positions[i]))
 
-    def images(self, indices) -> np.ndarray:
+    def images(self, indices: ArrayLike) -> np.ndarray:
         return self.parent.images(self.positions[np.asarray(indices, dtype=np.int64)])
 
 

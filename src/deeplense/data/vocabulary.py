@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = ["canonical_class", "class_order", "canonical_split", "SPLIT_ALIASES"]
 
 _CLASS_ALIASES = {
@@ -33,7 +35,7 @@ def canonical_class(name: str) -> str:
     return _LOOKUP.get(key, key)
 
 
-def class_order(names) -> list[str]:
+def class_order(names: Iterable[str]) -> list[str]:
     """Canonical names in a stable order: the DeepLense order first (no_sub, cdm, axion, ...,
     nonlens, lens, so that 'lens' is the positive class 1 of a binary set), others sorted."""
     names = set(names)

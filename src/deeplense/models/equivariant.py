@@ -85,7 +85,8 @@ class GroupConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         kernels = torch.stack(
-            [dihedral(self.weight[:, :, self.perms[i]], g) for i, g in enumerate(self.elements)], dim=1
+            [dihedral(self.weight[:, :, self.perms[i]], g) for i, g in enumerate(self.elements)],  # type: ignore[index]
+            dim=1,
         )
         cout, n, cin, _, k, _ = kernels.shape
         b, _, _, h, w = x.shape
@@ -98,7 +99,7 @@ class _Block(nn.Module):
         super().__init__()
         self.conv, self.norm, self.pool = conv, nn.BatchNorm3d(channels), pool
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.norm(self.conv(x)))
         if self.pool:
             b, c, g, h, w = x.shape
@@ -132,6 +133,7 @@ class D4CNN(nn.Module):
         for stage, width in enumerate(widths):
             pool = stage < len(widths) - 1
             for layer in range(int(depth)):
+                conv: nn.Module
                 if stage == 0 and layer == 0:
                     conv = LiftingConv(in_chans, width, lift_kernel, group)
                 else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from deeplense.core.registry import Registry
 
 __all__ = ["MODELS", "create_backbone", "list_models", "load_weights", "PretrainedWeightsWarning"]
 
-MODELS = Registry("model")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 class PretrainedWeightsWarning(UserWarning):
@@ -27,7 +28,7 @@ class PretrainedWeightsWarning(UserWarning):
 
 
 @MODELS.register("small_cnn")
-def _small_cnn(in_chans: int = 1, img_size: int | None = None, **kwargs) -> nn.Module:
+def _small_cnn(in_chans: int = 1, img_size: int | None = None, **kwargs: Any) -> nn.Module:
     """Small CNN (4 conv blocks, ~0.1 M parameters): the fast default on a 2-core CPU."""
     from deeplense.models.small_cnn import SmallCNN
 
@@ -35,7 +36,7 @@ def _small_cnn(in_chans: int = 1, img_size: int | None = None, **kwargs) -> nn.M
 
 
 @MODELS.register("d4_cnn")
-def _d4_cnn(in_chans: int = 1, img_size: int | None = None, **kwargs) -> nn.Module:
+def _d4_cnn(in_chans: int = 1, img_size: int | None = None, **kwargs: Any) -> nn.Module:
     """D4-equivariant CNN (exact group convolutions; ``group: d2`` for the half-turn-and-mirrors
     subgroup), invariant features."""
     from deeplense.models.equivariant import D4CNN
@@ -74,7 +75,7 @@ def _timm_backbone(
 
 
 def create_backbone(
-    name: str, *, in_chans: int = 1, img_size: int | None = None, pretrained: bool | str = False, **kwargs
+    name: str, *, in_chans: int = 1, img_size: int | None = None, pretrained: bool | str = False, **kwargs: Any
 ) -> nn.Module:
     """Feature extractor ``name`` with ``num_features``.
 
@@ -123,9 +124,9 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        state: Any = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(state, dict) and key in state and isinstance(state[key], dict):
                 state = state[key]

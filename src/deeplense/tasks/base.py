@@ -61,6 +61,9 @@ class Task(nn.Module):
     """
 
     head: ClassVar[str]
+    #: What the task needs from the data: "labels" (a class per image), "targets" (metadata
+    #: columns), "images" (images alone) ...; checked by :meth:`check_data` before training.
+    needs: ClassVar[frozenset[str]]
     monitor: ClassVar[tuple[str, str]]
     train_defaults: ClassVar[dict[str, Any]] = {}
     train_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -92,6 +95,18 @@ class Task(nn.Module):
     @classmethod
     def validate(cls, config: dict[str, Any]) -> None:
         """Checks of a resolved config that this task is the task of; raise :class:`ConfigError`."""
+
+    @classmethod
+    def check_data(cls, data: Any) -> None:
+        """Whether the training data give what the task :attr:`needs`; raise :class:`ConfigError`."""
+        if "labels" in cls.needs and sum(1 for n in data.class_counts if n > 0) < 2:
+            present = [c for c, n in zip(data.class_names, data.class_counts) if n > 0]
+            raise ConfigError(
+                "data",
+                f"a {cls.__name__.lower()} task needs images of two classes or more; the training split has {present}",
+            )
+        if "targets" in cls.needs and not data.targets:
+            raise ConfigError("data.targets", f"a {cls.__name__.lower()} task needs at least one target column")
 
     @classmethod
     def output_spec(cls, data: Any) -> OutputSpec:

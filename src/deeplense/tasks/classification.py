@@ -24,6 +24,7 @@ class Classification(Task):
     """Cross-entropy on the labels, with class weights, label smoothing and mixup."""
 
     head = "linear"
+    needs = frozenset({"labels"})
     monitor = ("val_auc_macro", "max")
     ranking = ("auc_macro", False)
     figures = ("roc", "confusion", "reliability", "examples")

@@ -30,6 +30,7 @@ class Regression(Task):
     """Gaussian NLL (or beta-NLL, or MSE) on standardised targets; sigma scaling on validation."""
 
     head = "gaussian"
+    needs = frozenset({"targets"})
     monitor = ("val_mae", "min")
     ranking = ("mae", True)
     figures = ("pred_vs_true",)

@@ -120,6 +120,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     data = build_data(config)  # bad data stop the run here, before a run directory exists
+    TASKS.get(config["task"]).check_data(data)
     if run_dir is None:
         run_dir = planned
         run_dir.mkdir(parents=True, exist_ok=True)
