@@ -28,12 +28,46 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: Most values a YAML document may expand to through anchors and aliases (a 554-byte "billion
+#: laughs" document otherwise expands to hundreds of megabytes).
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], visiting: set[int]) -> int:
+    """Values ``node`` stands for with every alias expanded (memoised per node)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in visiting:
+        raise ConfigError("", "the YAML refers to itself through an alias (a recursive anchor); refused")
+    visiting.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo, visiting) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo, visiting) + _expanded_size(v, memo, visiting) for k, v in node.value)
+    visiting.discard(key)
+    memo[key] = size
+    if size > MAX_YAML_VALUES:
+        raise ConfigError("", f"the YAML's aliases expand to more than {MAX_YAML_VALUES} values; refused")
+    return size
+
+
 def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with YAML 1.2 floats (``3e-4``)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    """``yaml.safe_load`` with YAML 1.2 floats (``3e-4``); documents whose anchors and aliases
+    expand beyond :data:`MAX_YAML_VALUES` values are refused before they are built."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
-__all__ = ["ConfigError", "load_yaml", "dump_yaml", "apply_overrides", "check_keys"]
+__all__ = ["ConfigError", "load_yaml", "dump_yaml", "apply_overrides", "check_keys", "whole_number", "parse_yaml"]
 
 
 class ConfigError(ValueError):
@@ -51,8 +85,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = parse_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError("", f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError("", f"{path}: a directory, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path}: not a text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path}: not valid YAML: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError("", f"{path}: {exc.message}") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path}: expected a mapping at the top level")
     return data
@@ -62,8 +102,12 @@ def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def _parse_value(text: str) -> Any:
-    return parse_yaml(text) if text.strip() else ""
+def _parse_value(text: str, key: str) -> Any:
+    try:
+        return parse_yaml(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(key, f"the value {text!r} is not valid YAML ({reason}); quote it") from None
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -93,7 +137,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             else:
                 raise ConfigError(here, "cannot set a key below a plain value")
             if last:
-                node[key] = _parse_value(text)
+                node[key] = _parse_value(text, dotted.strip())
             else:
                 node = node[key]
     return result
@@ -107,3 +151,11 @@ def check_keys(node: dict[str, Any], allowed: set[str] | dict[str, Any], where: 
         if key not in allowed:
             prefix = f"{where}.{key}" if where else str(key)
             raise ConfigError(prefix, f"unknown key; expected one of {sorted(allowed)}")
+
+
+def whole_number(value: Any, where: str) -> int:
+    """``value`` as an int when it is a whole number (``64``, ``64.0``); anything else (``31.5``,
+    ``"64"``, ``true``) is a :class:`ConfigError` naming ``where``, never silently truncated."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ConfigError(where, f"expected a whole number, got {value!r}")
+    return int(value)

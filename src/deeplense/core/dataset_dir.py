@@ -17,6 +17,7 @@ renamed when whole, so a directory only ever holds complete shards; the simulato
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -46,6 +47,11 @@ __all__ = [
     "read_manifest",
     "read_shard_columns",
     "manifest_header",
+    "validate_manifest",
+    "shard_file",
+    "check_self_contained",
+    "file_sha256",
+    "verify",
 ]
 
 FORMAT = "deeplense-dataset"
@@ -117,10 +123,25 @@ def remove_temporaries(root: str | Path) -> None:
         stale.unlink()
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def shard_entry(root: str | Path, shard_id: int, start: int, stop: int) -> dict[str, Any]:
-    """The manifest's record of a written shard."""
+    """The manifest's record of a written shard, with its checksum."""
     path = shard_path(root, shard_id)
-    return {"file": str(path.relative_to(root)), "start": start, "stop": stop, "bytes": path.stat().st_size}
+    return {
+        "file": str(path.relative_to(root)),
+        "start": start,
+        "stop": stop,
+        "bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+    }
 
 
 def manifest_header(n_images: int) -> dict[str, Any]:
@@ -144,25 +165,121 @@ def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    """``manifest.json`` of a complete data set, or a :class:`DataFormatError` naming the file."""
+    """``manifest.json`` of a complete data set, checked (:func:`validate_manifest`), or a
+    :class:`DataFormatError` naming the file and field."""
     path = Path(root) / MANIFEST
     if not path.exists():
         raise DataFormatError(f"{path}: missing; the data set is incomplete (rerun the simulate command)")
+    if path.stat().st_size > 64 * 2**20:
+        raise DataFormatError(f"{path}: {path.stat().st_size} bytes, far larger than any manifest; refused")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise DataFormatError(f"{path}: expected a JSON object")
+    validate_manifest(manifest, path)
     return manifest
 
 
-def read_shard_columns(path: Path, n_rows: int) -> dict[str, np.ndarray]:
-    """The per-image columns of one shard (index, label, split code, seed, file, parameters)."""
+def _field(manifest: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    value = manifest.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataFormatError(f"{where}: field {key!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _names(manifest: dict[str, Any], key: str, where: Path) -> list[str]:
+    names = _field(manifest, key, list, where)
+    if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise DataFormatError(f"{where}: field {key!r} must be a non-empty list of distinct names")
+    return names
+
+
+def validate_manifest(manifest: Any, where: Path) -> None:
+    """Types and consistency of a manifest: names, image shape, columns, and shards that cover
+    ``0..n_images-1`` in order, each a file inside ``shards/``."""
+    if not isinstance(manifest, dict):
+        raise DataFormatError(f"{where}: expected a JSON object")
+    _names(manifest, "class_names", where)
+    _names(manifest, "split_names", where)
+    image = _field(manifest, "image", dict, where)
+    shape = image.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and 0 < v <= 8192 for v in shape)):
+        raise DataFormatError(
+            f"{where}: field 'image.shape' must be [bands, height, width] of positive sizes, got {shape!r}"
+        )
+    columns = _field(manifest, "columns", list, where)
+    if not all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("unit"), str) for c in columns
+    ):
+        raise DataFormatError(f"{where}: field 'columns' must list {{name, unit}} entries")
+    n_images = _field(manifest, "n_images", int, where)
+    shards = _field(manifest, "shards", list, where)
+    expected_start = 0
+    for number, shard in enumerate(shards):
+        here = f"shards[{number}]"
+        if not isinstance(shard, dict):
+            raise DataFormatError(f"{where}: field {here!r} is not an object")
+        start, stop = shard.get("start"), shard.get("stop")
+        if type(start) is not int or type(stop) is not int or start != expected_start or stop <= start:
+            raise DataFormatError(
+                f"{where}: field '{here}' covers {start!r}..{stop!r}; expected to start at {expected_start}"
+            )
+        shard_file(where.parent, shard.get("file"), f"{where}: field '{here}.file'")
+        expected_start = stop
+    if expected_start != n_images:
+        raise DataFormatError(f"{where}: the shards hold {expected_start} images, field 'n_images' says {n_images}")
+
+
+def shard_file(root: str | Path, name: Any, where: str) -> Path:
+    """The path of a shard named in a manifest: a plain file inside ``root/shards`` (no absolute
+    path, no ``..``, no link leading elsewhere)."""
+    if not isinstance(name, str) or not name:
+        raise DataFormatError(f"{where}: expected a file name, got {name!r}")
+    base = (Path(root) / SHARD_DIR).resolve()
+    path = (Path(root) / name).resolve()
+    if Path(name).is_absolute() or base not in path.parents:
+        raise DataFormatError(f"{where}: {name!r} is outside the data set's {SHARD_DIR}/ folder; refused")
+    return path
+
+
+def check_self_contained(f: h5py.File, path: Path) -> None:
+    """Refuse HDF5 content that reads other files: external links, soft links, external storage
+    and virtual datasets."""
+    stack: list[h5py.Group] = [f]
+    while stack:
+        group = stack.pop()
+        for name in group:
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink | h5py.SoftLink):
+                raise DataFormatError(f"{path}: {group.name}/{name} is a link to {link.path!r}; refused")
+            item = group[name]
+            if isinstance(item, h5py.Group):
+                stack.append(item)
+            elif isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+                raise DataFormatError(f"{path}: {item.name} stores its data in other files; refused")
+
+
+def read_shard_columns(
+    path: Path,
+    n_rows: int,
+    image_shape: tuple[int, ...] | None = None,
+    n_classes: int | None = None,
+    n_splits: int | None = None,
+    start: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-image columns of one shard (index, label, split code, seed, file, parameters),
+    checked against the manifest: row count, image shape, label and split codes in range, the
+    index range, and no content read from other files."""
     try:
         with h5py.File(path, "r") as f:
-            if f["images"].shape[0] != n_rows:
-                raise DataFormatError(f"{path}: images has {f['images'].shape[0]} rows, the manifest says {n_rows}")
+            check_self_contained(f, path)
+            images = f["images"]
+            if images.shape[0] != n_rows:
+                raise DataFormatError(f"{path}: images has {images.shape[0]} rows, the manifest says {n_rows}")
+            if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
+                raise DataFormatError(
+                    f"{path}: images are {tuple(images.shape[1:])}, the manifest says {tuple(image_shape)}"
+                )
             data = {
                 "index": f["index"][:],
                 "label": f["label"][:].astype(np.int64),
@@ -176,4 +293,49 @@ def read_shard_columns(path: Path, n_rows: int) -> dict[str, np.ndarray]:
         raise DataFormatError(f"{path}: cannot read shard ({exc})") from None
     except KeyError as exc:
         raise DataFormatError(f"{path}: missing field {exc}") from None
+    for name, column in data.items():
+        if np.ndim(column) != 1 or len(column) != n_rows:
+            raise DataFormatError(f"{path}: column {name!r} has shape {np.shape(column)}, expected ({n_rows},)")
+    if n_classes is not None and ((data["label"] < 0) | (data["label"] >= n_classes)).any():
+        raise DataFormatError(f"{path}: labels outside 0..{n_classes - 1} (the manifest's class_names)")
+    if n_splits is not None and (data["split"].astype(np.int64) >= n_splits).any():
+        raise DataFormatError(f"{path}: split codes outside 0..{n_splits - 1} (the manifest's split_names)")
+    if start is not None and not np.array_equal(data["index"], np.arange(start, start + n_rows)):
+        raise DataFormatError(f"{path}: index column is not {start}..{start + n_rows - 1} as the manifest says")
     return data
+
+
+def verify(root: str | Path) -> dict[str, Any]:
+    """Check a data set's files against its manifest: each shard's SHA-256 where one is
+    recorded (data sets written before 2026-12-03 record none), and every shard's structure.
+    Returns ``{"shards": n, "checksummed": n, "problems": [message, ...]}``."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    problems, checksummed = [], 0
+    shape = tuple(manifest["image"]["shape"])
+    for number, shard in enumerate(manifest["shards"]):
+        path = shard_file(root, shard["file"], f"{root / MANIFEST}: shards[{number}].file")
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        recorded = shard.get("sha256")
+        if recorded is not None:
+            checksummed += 1
+            actual = file_sha256(path)
+            if actual != recorded:
+                problems.append(f"{path}: SHA-256 {actual[:16]}... differs from the manifest's {str(recorded)[:16]}...")
+                continue
+        try:
+            n = shard["stop"] - shard["start"]
+            read_shard_columns(
+                path, n, shape, len(manifest["class_names"]), len(manifest["split_names"]), shard["start"]
+            )
+            with h5py.File(path, "r") as f:
+                for lo in range(0, n, 256):
+                    block = f["images"][lo : lo + 256]
+                    if not np.isfinite(block).all():
+                        problems.append(f"{path}: non-finite pixels in images {shard['start'] + lo}..")
+                        break
+        except DataFormatError as exc:
+            problems.append(str(exc))
+    return {"shards": len(manifest["shards"]), "checksummed": checksummed, "problems": problems}

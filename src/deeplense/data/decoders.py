@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from deeplense.data.decode import MAX_BANDS, Decoded, decode_array, decoded_shape
+from deeplense.data.fits_files import read_fits
 from deeplense.data.safe_npy import load_npy, read_header
 
 __all__ = ["NPY", "PNG", "FITS", "IMAGE_SUFFIXES", "DECODERS", "suffix_of", "is_image_file", "peek", "fits_data"]
@@ -47,22 +47,17 @@ def load_png(path: str) -> Decoded:
     return Decoded(np.ascontiguousarray(image, dtype=np.float32) / np.float32(scale))
 
 
-def fits_data(path: str) -> tuple[np.ndarray, Any]:
-    from astropy.io import fits
-
-    try:
-        with fits.open(path, memmap=False) as hdus:
-            for hdu in hdus:
-                if hdu.is_image and hdu.data is not None and hdu.data.size:
-                    return np.asarray(hdu.data), hdus
-    except (OSError, ValueError, TypeError) as exc:
-        raise ValueError(f"cannot read FITS ({exc})") from None
-    raise ValueError("no image HDU with data")
+def fits_data(path: str) -> np.ndarray:
+    """The first image HDU's data (sizes checked before reading, see :mod:`deeplense.data.fits_files`)."""
+    contents = read_fits(path)
+    if contents.image is None:
+        raise ValueError("no image HDU with data")
+    return contents.image
 
 
 def load_fits(path: str) -> Decoded:
     """One image per FITS file: the first image HDU, 2-D or (C, H, W)."""
-    data, _ = fits_data(path)
+    data = fits_data(path)
     if data.ndim == 3 and data.shape[0] > MAX_BANDS:
         raise ValueError(f"holds a cube of {data.shape[0]} images; open the file itself as a cube")
     return decode_array(data.astype(np.float32))

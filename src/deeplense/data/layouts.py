@@ -32,6 +32,7 @@ from deeplense.core.registry import Registry
 from deeplense.data.base import BadFile, DataFormatError, ImageSource
 from deeplense.data.decode import decoded_shape
 from deeplense.data.decoders import DECODERS, FITS, NPY, is_image_file, peek, suffix_of
+from deeplense.data.fits_files import read_fits
 from deeplense.data.safe_npy import load_npy
 from deeplense.data.vocabulary import canonical_class, canonical_split, class_order
 
@@ -286,16 +287,12 @@ class FitsCubeReader(ImageSource):
     layout = "fits_cube"
 
     def __init__(self, path: Path):
-        from astropy.io import fits
-
         self.root, self.bad_files = path, []
         try:
-            with fits.open(path, memmap=False) as hdus:
-                cube = next((np.asarray(h.data) for h in hdus if h.is_image and h.data is not None), None)
-                table = next((h.data for h in hdus if isinstance(h, fits.BinTableHDU)), None)
-                columns = {c.name: np.asarray(table[c.name]) for c in table.columns} if table is not None else {}
-        except (OSError, ValueError, TypeError) as exc:
-            raise DataFormatError(f"{path}: cannot read FITS ({exc})") from None
+            contents = read_fits(path)
+        except ValueError as exc:
+            raise DataFormatError(f"{path}: {exc}") from None
+        cube, columns = contents.image, contents.table
         if cube is None:
             raise DataFormatError(f"{path}: no image HDU with data")
         if cube.ndim == 2:

@@ -34,15 +34,38 @@ _ALLOWED = {
 }
 
 
+class _NdarrayType(np.ndarray):
+    """Stands for ``numpy.ndarray`` in a pickle: it may only be the type handed to numpy's
+    array rebuild, never called (``ndarray(shape)`` would allocate uninitialised memory)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _NdarrayType:
+        raise UnsafeFileError("the pickle calls numpy.ndarray directly (uninitialised memory); refused")
+
+
+def _guarded_reconstruct(reconstruct: Any) -> Any:
+    """numpy's rebuild, allowed only as numpy itself pickles arrays: an empty ``(0,)`` array of
+    type ndarray, whose shape and data the pickle's state must then set (and numpy checks)."""
+
+    def rebuild(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype is not _NdarrayType or tuple(shape) != (0,):
+            raise UnsafeFileError(f"the pickle rebuilds an array of shape {shape!r} without its data; refused")
+        return reconstruct(np.ndarray, (0,), dtype)
+
+    return rebuild
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     def __init__(self, file: BinaryIO, path: Path):
         super().__init__(file, encoding="latin1")
         self._path = path
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        raise UnsafeFileError(f"{self._path}: refused to unpickle {module}.{name} (only numpy arrays and numbers)")
+        if (module, name) not in _ALLOWED:
+            raise UnsafeFileError(f"{self._path}: refused to unpickle {module}.{name} (only numpy arrays and numbers)")
+        if name == "ndarray":
+            return _NdarrayType
+        found = super().find_class(module, name)
+        return _guarded_reconstruct(found) if name == "_reconstruct" else found
 
 
 class NpyHeader:
@@ -93,10 +116,25 @@ def load_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:
         payload = f.read()
     try:
         array = _NumpyOnlyUnpickler(io.BytesIO(payload), path).load()
-    except UnsafeFileError:
-        raise
+    except UnsafeFileError as exc:
+        message = str(exc)
+        raise UnsafeFileError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         raise ValueError(f"{path}: cannot read the pickled object array ({type(exc).__name__}: {exc})") from None
     if not isinstance(array, np.ndarray):
         raise ValueError(f"{path}: the pickle holds {type(array).__name__}, not an array")
+    _check_filled(array, path)
     return array
+
+
+def _check_filled(array: np.ndarray, path: Path) -> None:
+    """Every array in the pickle (the object array and those it holds) was given its data: an
+    array left at the empty rebuild shape is refused."""
+    stack = [array]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, np.ndarray):
+            if item.dtype.hasobject:
+                stack.extend(item.ravel().tolist())
+            elif item.shape == (0,):
+                raise ValueError(f"{path}: the pickle rebuilds an array but never fills it with data")

@@ -35,8 +35,13 @@ class ShardedDataset(ImageSource):
         self.units = {c["name"]: c["unit"] for c in self.manifest["columns"]}
         self.split_names: list[str] = list(self.manifest["split_names"])
         frames, self._locations = [], []
+        manifest_path = self.root / fmt.MANIFEST
+        self._paths = [
+            fmt.shard_file(self.root, shard["file"], f"{manifest_path}: shards[{number}].file")
+            for number, shard in enumerate(self.manifest["shards"])
+        ]
         for shard_no, shard in enumerate(self.manifest["shards"]):
-            frames.append(self._read_table(self.root / shard["file"], shard))
+            frames.append(self._read_table(self._paths[shard_no], shard))
             self._locations.append(
                 np.stack(
                     [np.full(shard["stop"] - shard["start"], shard_no), np.arange(shard["stop"] - shard["start"])], 1
@@ -57,7 +62,14 @@ class ShardedDataset(ImageSource):
         self._pid = os.getpid()
 
     def _read_table(self, path: Path, shard: dict[str, Any]) -> pd.DataFrame:
-        data = fmt.read_shard_columns(path, shard["stop"] - shard["start"])
+        data = fmt.read_shard_columns(
+            path,
+            shard["stop"] - shard["start"],
+            tuple(self.manifest["image"]["shape"]),
+            len(self.class_names),
+            len(self.split_names),
+            shard["start"],
+        )
         data["split"] = np.asarray(self.split_names)[data["split"]]
         table = pd.DataFrame(data)
         table.insert(2, "class_name", np.asarray(self.class_names)[table["label"].to_numpy()])
@@ -70,7 +82,7 @@ class ShardedDataset(ImageSource):
         if os.getpid() != self._pid:  # forked into a loader worker: never share handles
             self._files, self._datasets, self._pid = {}, {}, os.getpid()
         if shard_no not in self._files:
-            self._files[shard_no] = h5py.File(self.root / self.manifest["shards"][shard_no]["file"], "r")
+            self._files[shard_no] = h5py.File(self._paths[shard_no], "r")
         return self._files[shard_no]
 
     def image(self, i: int) -> np.ndarray:

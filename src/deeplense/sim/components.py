@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from deeplense.core.config import ConfigError, check_keys
+from deeplense.core.config import ConfigError, check_keys, whole_number
 from deeplense.sim.cosmology import LensingContext
 from deeplense.sim.priors import Fixed, Param, Prior, parse_prior
 
@@ -58,8 +58,12 @@ class Component:
                     key, f"values must lie in [{param.low}, {param.high}] {param.unit}, prior spans [{lo}, {hi}]"
                 )
             self.priors[param.name] = prior
-        opts = node.get("options") or {}
+        opts = dict(node.get("options") or {})
         check_keys(opts, set(self.options), f"{where}.options")
+        for name, value in opts.items():
+            default = self.options[name]
+            if isinstance(default, int) and not isinstance(default, bool):  # counts are whole numbers
+                whole_number(value, f"{where}.options.{name}")
         self.settings = {**self.options, **opts}
         self.validate()
 

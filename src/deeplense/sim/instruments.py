@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from deeplense.core.config import ConfigError, check_keys
+from deeplense.core.config import ConfigError, check_keys, whole_number
 from deeplense.core.registry import Registry
 from deeplense.sim import kernels
 from deeplense.sim import rng as R
@@ -212,10 +212,10 @@ class Instrument:
         bands_node = node.get("bands")
         if not isinstance(bands_node, list) or not bands_node:
             raise ConfigError(f"{where}.bands", "expected a non-empty list of bands")
-        self.size = int(node.get("size", 0))
+        self.size = whole_number(node.get("size", 0), f"{where}.size")
         if not 4 <= self.size <= 4096:
             raise ConfigError(f"{where}.size", f"image size must be in [4, 4096] pixels, got {self.size}")
-        self.supersampling = int(node.get("supersampling", 1))
+        self.supersampling = whole_number(node.get("supersampling", 1), f"{where}.supersampling")
         if not 1 <= self.supersampling <= 16:
             raise ConfigError(f"{where}.supersampling", f"expected 1..16, got {self.supersampling}")
         self.bands: list[Band] = []

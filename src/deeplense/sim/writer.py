@@ -31,29 +31,35 @@ from deeplense.core.seeding import image_seed
 __all__ = ["DatasetPlan", "parse_splits", "write_dataset"]
 
 
-def parse_splits(text: str | dict[str, float]) -> dict[str, float]:
-    """``'train=0.8,val=0.1,test=0.1'`` -> fractions summing to 1 (checked)."""
+def parse_splits(text: str | dict[str, float], where: str = "split") -> dict[str, float]:
+    """``'train=0.8,val=0.1,test=0.1'`` (or a mapping) -> fractions summing to 1 (checked);
+    errors name ``where``."""
     if isinstance(text, dict):
         items = dict(text)
+        for name, frac in items.items():
+            if not isinstance(frac, int | float) or isinstance(frac, bool):
+                raise ConfigError(f"{where}.{name}", f"not a number: {frac!r}")
+    elif not isinstance(text, str):
+        raise ConfigError(where, f"expected name=fraction pairs, got {text!r}")
     else:
         items = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             if "=" not in part:
-                raise ConfigError("split", f"expected name=fraction, got {part!r}")
+                raise ConfigError(where, f"expected name=fraction, got {part!r}")
             name, value = part.split("=", 1)
             try:
                 items[name.strip()] = float(value)
             except ValueError:
-                raise ConfigError(f"split.{name.strip()}", f"not a number: {value!r}") from None
+                raise ConfigError(f"{where}.{name.strip()}", f"not a number: {value!r}") from None
     if not items:
-        raise ConfigError("split", "at least one split is needed")
+        raise ConfigError(where, "at least one split is needed")
     for name, frac in items.items():
-        if not name.isidentifier():
-            raise ConfigError(f"split.{name}", "split names are identifiers such as train, val, test")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f"{where}.{name}", "split names are identifiers such as train, val, test")
         if not 0 <= frac <= 1 or not math.isfinite(frac):
-            raise ConfigError(f"split.{name}", f"fraction must be in [0, 1], got {frac}")
+            raise ConfigError(f"{where}.{name}", f"fraction must be in [0, 1], got {frac}")
     if abs(sum(items.values()) - 1) > 1e-6:
-        raise ConfigError("split", f"fractions must sum to 1, got {sum(items.values()):.6g}")
+        raise ConfigError(where, f"fractions must sum to 1, got {sum(items.values()):.6g}")
     return items
 
 

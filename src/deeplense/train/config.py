@@ -115,6 +115,22 @@ _NON_NEGATIVE = (
     "data.workers",
     "train.seed",
 )
+#: Keys that count things: whole numbers (``epochs=1.7`` is refused, not truncated).
+_INTEGER = (
+    "train.epochs",
+    "train.batch_size",
+    "train.devices",
+    "train.num_nodes",
+    "train.val_every_n_epochs",
+    "train.early_stopping_patience",
+    "train.plateau_patience",
+    "train.seed",
+    "data.workers",
+    "data.split_seed",
+    "logging.log_every_n_steps",
+)
+#: Keys that are off when null and otherwise a positive number (whole for counts).
+_OPTIONAL_POSITIVE = {"train.max_minutes": False, "data.max_train": True, "train.threads": True}
 _FREE_FORM = {"model.kwargs", "tune.space", "data.simulate", "data.splits", "data.split_fractions"}
 
 
@@ -154,6 +170,28 @@ def validate_config(config: dict[str, Any]) -> None:
             raise ConfigError(key, f"expected a number, got {value!r}")
         if key in _POSITIVE and value <= 0 or value < 0:
             raise ConfigError(key, f"must be {'> 0' if key in _POSITIVE else '>= 0'}, got {value}")
+    for key in _INTEGER:
+        value = _get(config, key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(key, f"expected a whole number, got {value!r}")
+    if config["logging"]["log_every_n_steps"] < 1:
+        raise ConfigError("logging.log_every_n_steps", "must be >= 1")
+    for key, whole in _OPTIONAL_POSITIVE.items():
+        value = _get(config, key)
+        if value is None:
+            continue
+        kind = int if whole else int | float
+        if not isinstance(value, kind) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            expected = "a whole number > 0" if whole else "a number > 0"
+            raise ConfigError(key, f"expected null (off) or {expected}, got {value!r}")
+    run_name = config["run"]["name"]
+    if run_name is not None and (
+        not isinstance(run_name, str)
+        or not run_name.strip()
+        or Path(run_name).name != run_name
+        or run_name in (".", "..")
+    ):
+        raise ConfigError("run.name", f"expected a plain folder name inside run.dir, got {run_name!r}")
     if not 0 <= config["train"]["ema_decay"] < 1:
         raise ConfigError("train.ema_decay", f"must be in [0, 1), got {config['train']['ema_decay']}")
     data = config["data"]
@@ -169,6 +207,15 @@ def validate_config(config: dict[str, Any]) -> None:
     splits = data["splits"]
     if not isinstance(splits, dict) or set(splits) - {"train", "val", "test"} or "train" not in splits:
         raise ConfigError("data.splits", "expected {train: NAME, val: NAME, test: NAME}")
+    for role in ("val", "test"):
+        if splits.get(role) is not None and splits.get(role) == splits["train"]:
+            raise ConfigError(
+                f"data.splits.{role}",
+                f"names the training split {splits['train']!r}: a model checked on its training images proves nothing",
+            )
+    from deeplense.sim.writer import parse_splits
+
+    parse_splits(data["split_fractions"], "data.split_fractions")
     if data["simulate"] is not None:
         sim = data["simulate"]
         allowed = {"preset", "config", "set", "seed", "train", "val", "test"}

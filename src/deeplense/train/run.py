@@ -38,10 +38,16 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def started(run: RunDir) -> bool:
+    """Whether a run got as far as its first checkpoint (or finished): only then is it kept
+    from a new start. A run stopped before that (crash, kill, bad data) holds nothing to lose."""
+    return run.last.exists() or run.best.exists() or run.summary.exists()
+
+
 def make_run_dir(run: dict[str, Any], config: dict[str, Any], create: bool = True) -> Path:
     name = run["name"] or f"{time.strftime('%Y%m%d-%H%M%S')}-{config['model']['name']}-{config['task']}"
     path = Path(run["dir"]) / name
-    if RunDir(path).config.exists():
+    if RunDir(path).config.exists() and started(RunDir(path)):
         raise ConfigError(
             "run.name", f"{path} already holds a run; resume it with --resume {path} or pick another name"
         )
@@ -50,18 +56,54 @@ def make_run_dir(run: dict[str, Any], config: dict[str, Any], create: bool = Tru
     return path
 
 
-def _atomic_checkpoint_io():
-    """Checkpoints written to a temporary file and renamed: a kill never leaves a torn file."""
+def _safe_checkpoint_io():
+    """Checkpoints written to a temporary file and renamed (a kill never leaves a torn file; a
+    failed write, such as a full disk, leaves no temporary file) and read as tensors and plain
+    data only, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says (Lightning's own loader does not
+    pass ``weights_only``)."""
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-    class AtomicCheckpointIO(TorchCheckpointIO):
+    class SafeCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint, path, storage_options=None):
             path = Path(path)
             tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
+            try:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
 
-    return AtomicCheckpointIO()
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
+            return read_checkpoint(path)
+
+    return SafeCheckpointIO()
+
+
+def _build_module(contract: dict[str, Any], cfg: dict[str, Any]) -> Any:
+    """The task's Lightning module; a model that cannot be built is a :class:`ConfigError`."""
+    from deeplense.train.module import TaskModule
+
+    try:
+        return TaskModule(contract, cfg)
+    except KeyError as exc:
+        raise ConfigError("model.name", str(exc.args[0])) from None
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError("model", f"{contract['model']['name']}: {exc}") from None
+
+
+def _clear_unstarted(run: RunDir, keep_config: bool = False) -> None:
+    """Remove what a run that never reached its first checkpoint left (logs, split, contract),
+    so it starts again cleanly; nothing else in the folder is touched."""
+    import shutil
+
+    if not run.root.exists() or started(run):
+        return
+    for path in (run.split, run.contract, run.metrics, *([] if keep_config else [run.config])):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.logs, ignore_errors=True)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
 
 
 def build_contract(config: dict[str, Any], data: TrainingData) -> ModelContract:
@@ -95,7 +137,6 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
 
     from deeplense.data.datasets import make_loader
     from deeplense.train.data import build_data
-    from deeplense.train.module import TaskModule
 
     ckpt_path = None
     launched_by = os.environ.get(_RUN_DIR_ENV)  # a DDP worker process started by rank 0's Trainer
@@ -107,10 +148,10 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         ckpt_path = RunDir(run_dir).last
         if not RunDir(run_dir).config.exists():
             raise ConfigError("resume", f"{run_dir}: not a run directory (no config.yaml)")
-        if not ckpt_path.exists():
-            raise ConfigError("resume", f"{ckpt_path}: no checkpoint yet; start the run again instead")
         config = load_yaml(RunDir(run_dir).config)
         validate_config(config)
+        if not ckpt_path.exists():  # stopped before its first checkpoint: start it again, in place
+            ckpt_path = None
     else:
         run_dir = None
         planned = make_run_dir(config["run"], config, create=False)  # a taken name fails before any work
@@ -121,16 +162,19 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     data = build_data(config)  # bad data stop the run here, before a run directory exists
     TASKS.get(config["task"]).check_data(data)
+    contract = build_contract(config, data).to_dict()
+    module = _build_module(contract, cfg)  # so do unknown models and bad weight files
     if run_dir is None:
         run_dir = planned
+        _clear_unstarted(RunDir(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(config, RunDir(run_dir).config)
+    elif ckpt_path is None and not launched_by:
+        _clear_unstarted(RunDir(run_dir), keep_config=True)
     run = RunDir(run_dir)
-    contract = build_contract(config, data).to_dict()
     if not launched_by:
         data.save_split(run.split)
         run.write_json(run.contract, contract)
-    module = TaskModule(contract, cfg)
     batch, workers, seed = int(cfg["batch_size"]), int(config["data"]["workers"]), int(cfg["seed"])
     train_loader = make_loader(
         data.train, batch, shuffle=True, workers=workers, seed=seed, drop_last=len(data.train) > batch
@@ -178,7 +222,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         enable_model_summary=False,
         check_val_every_n_epoch=int(cfg["val_every_n_epochs"]),
         num_sanity_val_steps=0,
-        plugins=[_atomic_checkpoint_io()],
+        plugins=[_safe_checkpoint_io()],
     )
     start = time.perf_counter()
     os.environ[_RUN_DIR_ENV] = str(run_dir.resolve())  # inherited by DDP worker processes only
