@@ -104,3 +104,22 @@ def convert(
         fail(str(exc))
     counts = ", ".join(f"{c}: {sum(v.values())}" for c, v in manifest["counts"].items())
     typer.echo(f"wrote {manifest['n_images']} images ({counts}) to {out}")
+
+
+@app.command("verify")
+def verify(
+    path: Annotated[Path, typer.Argument(help="A deeplense data set directory.")],
+) -> None:
+    """Check a deeplense data set's files against its manifest: each shard's SHA-256 checksum,
+    labels, splits, image shapes and finite pixels. Exit status 1 when anything is wrong."""
+    from deeplense.core.dataset_dir import verify as verify_dataset
+
+    report = verify_dataset(path)
+    unchecked = report["shards"] - report["checksummed"]
+    note = f" ({unchecked} written before checksums were recorded: structure checked only)" if unchecked else ""
+    for problem in report["problems"]:
+        typer.echo(f"problem: {problem}")
+    status = "ok" if not report["problems"] else f"{len(report['problems'])} problem(s)"
+    typer.echo(f"{path}: {report['shards']} shard(s), {report['checksummed']} checksum(s) verified{note}: {status}")
+    if report["problems"]:
+        raise typer.Exit(1)

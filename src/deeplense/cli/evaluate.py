@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from deeplense.cli.common import fail
+from deeplense.cli.common import fail, headline_text
 
 
 def evaluate(
@@ -37,26 +37,7 @@ def evaluate(
         result = evaluate_run(run, data=data, out=out, split=split, n_boot=bootstrap, tta=tta)
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
-    m = result["metrics"]
-    if "auc_per_class" in m:
-        key = "auc_macro" if "auc_macro" in m else "auc"
-        ci = m.get(f"{key}_ci")
-        typer.echo(
-            f"{key} {m[key]:.4f}"
-            + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
-            + f", accuracy {m['accuracy']:.4f}, n={m['n']}"
-        )
-        typer.echo("per class: " + ", ".join(f"{c} {v:.4f}" for c, v in m["auc_per_class"].items()))
-    else:
-        for name, e in m.items():
-            if isinstance(e, dict) and "mae" in e:
-                typer.echo(
-                    f"{name}: MAE {e['mae']:.4f} {e['unit']}, RMSE {e['rmse']:.4f}, R2 {e['r2']:.3f}, coverage 68% {e['coverage_68']:.3f}, 95% {e['coverage_95']:.3f}"
-                )
-                bins = ", ".join(
-                    f"[{r['lo']:.3g}, {r['hi']:.3g}) {r['mae']:.3f}" for r in e["by_truth"] if r["mae"] is not None
-                )
-                typer.echo(f"  MAE by true value: {bins}")
+    typer.echo(headline_text(result["task"], result["metrics"]))
     typer.echo(f"report: {result['report']}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from deeplense.cli import data, evaluate, simulate, train
+from deeplense.cli.common import console
 from deeplense.core.runtime import keep_freed_memory
 
 app = typer.Typer(
@@ -41,5 +42,24 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def main() -> None:
+    """The console entry point: every error a user can cause ends in one line on stderr (exit
+    status 2), an interrupt in exit status 130; see :func:`deeplense.cli.common.user_error`."""
+    from deeplense.cli.common import user_error
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted: everything finished so far is kept; run the same command again to resume")
+        raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - mapped to one line where it is the user's, re-raised otherwise
+        message = user_error(exc)
+        if message is None:
+            raise
+        console.print("[bold red]error:[/]", end=" ")
+        console.print(message, soft_wrap=True, markup=False, highlight=False)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from deeplense.cli.common import fail
+from deeplense.cli.common import fail, headline_text
 
 models_app = typer.Typer(help="Networks: ours and every timm backbone.", no_args_is_help=True)
 
@@ -59,7 +59,7 @@ def train(
     )
     test = summary.get("test")
     if test:
-        typer.echo(f"test ({test['n']} images): {_headline(summary['task'], test)}")
+        typer.echo(f"test ({test['n']} images): {headline_text(summary['task'], test)}")
 
 
 @models_app.command("list")
@@ -122,13 +122,5 @@ def ensemble(
         fail(str(exc))
     task = report["task"]
     for i, member in enumerate(report["member_metrics"]):
-        typer.echo(f"member {i}: {_headline(task, member)}")
-    typer.echo(f"ensemble ({method}): {_headline(task, report['metrics'])}  -> {out / 'ensemble_metrics.json'}")
-
-
-def _headline(task: str, metrics: dict) -> str:
-    """The task's headline numbers, four decimals."""
-    from deeplense.tasks import TASKS
-
-    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in TASKS.get(task).headline(metrics).items()}
-    return json.dumps(shown)
+        typer.echo(f"member {i}: {headline_text(task, member)}")
+    typer.echo(f"ensemble ({method}): {headline_text(task, report['metrics'])}  -> {out / 'ensemble_metrics.json'}")

@@ -17,9 +17,12 @@ renamed when whole, so a directory only ever holds complete shards; the simulato
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +55,9 @@ __all__ = [
     "check_self_contained",
     "file_sha256",
     "verify",
+    "LOCK",
+    "locked",
+    "ensure_free_space",
 ]
 
 FORMAT = "deeplense-dataset"
@@ -59,6 +65,41 @@ FORMAT_VERSION = 1
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
+LOCK = ".lock"
+
+
+@contextmanager
+def locked(root: str | Path) -> Iterator[None]:
+    """Hold the data set's lock while writing it: a second writer on the same folder stops with
+    a clear message instead of racing the first. The lock (``flock`` on ``.lock``) goes with its
+    process, so a killed run never leaves a stale lock behind."""
+    from deeplense.core.config import ConfigError
+
+    path = Path(root) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ConfigError(
+                "out",
+                f"{root} is in use by another deeplense process (pid {holder}); wait for it or choose another --out",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_free_space(root: str | Path, needed: int) -> None:
+    """Raise ``OSError(ENOSPC)`` naming ``root`` before a write of ``needed`` bytes that the disk
+    cannot take (with 10 % and 1 MiB to spare): HDF5 can crash outright when a write fails for
+    lack of space, so the check comes first."""
+    free = shutil.disk_usage(root).free
+    if free < needed * 1.1 + 2**20:
+        raise OSError(errno.ENOSPC, f"needs about {needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free", str(root))
 
 
 def shard_path(root: str | Path, shard_id: int) -> Path:

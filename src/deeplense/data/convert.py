@@ -8,13 +8,14 @@ and renamed, so an interrupted conversion resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from deeplense.core import dataset_dir as fmt
-from deeplense.core.config import ConfigError, dump_yaml
+from deeplense.core.config import ConfigError, dump_yaml, load_yaml
 from deeplense.data.base import ImageSource
 from deeplense.data.splits import DEFAULT_FRACTIONS, assign_splits
 
@@ -35,8 +36,23 @@ def convert_dataset(
     out = Path(out)
     if (out / fmt.MANIFEST).exists():
         raise ConfigError("out", f"{out} already holds a complete data set")
-    if out.exists() and any(p.name not in (fmt.SHARD_DIR, fmt.CONFIG) for p in out.iterdir()):
+    if out.exists() and any(p.name not in (fmt.SHARD_DIR, fmt.CONFIG, fmt.LOCK) for p in out.iterdir()):
         raise ConfigError("out", f"{out} exists, is not empty and is not a conversion in progress")
+    out.mkdir(parents=True, exist_ok=True)
+    with fmt.locked(out):
+        return _convert_locked(source, out, shard_size, split_seed, split_fractions, compression, progress)
+
+
+def _convert_locked(
+    source: ImageSource,
+    out: Path,
+    shard_size: int,
+    split_seed: int,
+    split_fractions: dict[str, float] | None,
+    compression: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> dict:
+    """The body of :func:`convert_dataset`, run while holding the output's lock."""
     if (source.splits == "").any():
         assign_splits(source, split_fractions or DEFAULT_FRACTIONS, split_seed)
         split_note = {"assigned": True, "seed": split_seed, "fractions": split_fractions or DEFAULT_FRACTIONS}
@@ -46,10 +62,17 @@ def convert_dataset(
     split_names = sorted(set(meta["split"]), key=lambda s: (["train", "val", "test"] + [s]).index(s))
     columns = source.parameter_columns
     config = {
-        "converted_from": {"path": str(source.root), "layout": source.layout, "split": split_note},
+        "converted_from": {"path": str(Path(source.root).resolve()), "layout": source.layout, "split": split_note},
         "classes": {name: {"original": orig} for name, orig in zip(source.class_names, source.original_class_names)},
         "dataset": {"n_images": len(source), "shard_size": shard_size, "format_version": fmt.FORMAT_VERSION},
     }
+    if (out / fmt.CONFIG).exists():  # an interrupted conversion: only the same source may finish it
+        stored = load_yaml(out / fmt.CONFIG)
+        for key in ("converted_from", "dataset", "classes"):
+            if stored.get(key) != json.loads(json.dumps(config[key])):
+                raise ConfigError(
+                    key, f"{out} holds an interrupted conversion of another source or settings; use another --out"
+                )
     (out / fmt.SHARD_DIR).mkdir(parents=True, exist_ok=True)
     dump_yaml(config, out / fmt.CONFIG)
     fmt.remove_temporaries(out)
@@ -61,8 +84,9 @@ def convert_dataset(
         stop = min(start + shard_size, n)
         if not fmt.shard_complete(fmt.shard_path(out, shard_id), start, stop):
             idx = np.arange(start, stop)
+            images = source.images(idx)
+            fmt.ensure_free_space(out, images.nbytes + 4096 * len(idx))
             with fmt.open_shard(out, shard_id, start, stop) as f:
-                images = source.images(idx)
                 f.create_dataset("images", data=images, chunks=(1, *images.shape[1:]), compression=compression)
                 params = {col: (meta[col].to_numpy(np.float64)[idx], source.units.get(col, "")) for col in columns}
                 fmt.write_columns(

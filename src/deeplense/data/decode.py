@@ -85,6 +85,8 @@ def decode_array(array: np.ndarray) -> Decoded:
         raise ValueError("empty array")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(f"dtype {array.dtype} is not numeric")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"dtype {array.dtype} is complex; store the real image (or its modulus) instead")
     kind, (c, h, w) = decoded_shape(array.shape)
     stored_label = None
     if kind == "flat":

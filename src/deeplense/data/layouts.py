@@ -192,6 +192,10 @@ def _as_images(array: np.ndarray, where: str) -> np.ndarray:
     """Stacked array -> (N, C, H, W) view (no copy for memmaps where possible)."""
     if array.dtype.hasobject:
         raise DataFormatError(f"{where}: object arrays are one image per file; open the folder instead")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise DataFormatError(f"{where}: dtype {array.dtype} is complex; store the real images (or their modulus)")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise DataFormatError(f"{where}: dtype {array.dtype} is not numeric")
     if array.ndim < 2:
         raise DataFormatError(f"{where}: a stacked array needs at least 2 dimensions, got shape {array.shape}")
     try:
@@ -205,8 +209,13 @@ def _as_images(array: np.ndarray, where: str) -> np.ndarray:
     return array.reshape(len(array), c, h, w)
 
 
+#: Most classes integer labels may name.
+MAX_CLASSES = 1000
+
+
 def _labels_table(labels: np.ndarray, n: int, where: str, name: str) -> tuple[pd.DataFrame, list[str]]:
-    """Integer labels (or one-hot rows) -> classes; anything else -> regression target ``name``."""
+    """Integer labels (or one-hot rows), and floating-point labels with at most 64 distinct whole
+    values, -> classes; other floating-point values -> regression target ``name``."""
     labels = np.asarray(labels)
     if len(labels) != n:
         raise DataFormatError(f"{where}: {len(labels)} labels for {n} images")
@@ -218,8 +227,19 @@ def _labels_table(labels: np.ndarray, n: int, where: str, name: str) -> tuple[pd
         raise DataFormatError(f"{where}: labels of shape {labels.shape}; expected (N,), (N, 1) or one-hot (N, K)")
     if not np.isfinite(labels.astype(np.float64)).all():
         raise DataFormatError(f"{where}: labels contain NaN/Inf")
-    integral = np.all(labels == np.round(labels)) and len(np.unique(labels)) <= 64
-    if integral:
+    distinct = len(np.unique(labels))
+    if np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool:  # integers are classes
+        if distinct > MAX_CLASSES:
+            raise DataFormatError(
+                f"{where}: {distinct} distinct integer labels, more than {MAX_CLASSES} classes; "
+                "store regression targets as floating-point numbers"
+            )
+    # floating-point values are classes when they are few whole numbers, else a regression target
+    if (
+        np.issubdtype(labels.dtype, np.integer)
+        or labels.dtype == bool
+        or (np.all(labels == np.round(labels)) and distinct <= 64)
+    ):
         ints = labels.astype(np.int64)
         names = [str(v) for v in np.unique(ints)]
         table = pd.DataFrame({"label": np.searchsorted(np.unique(ints), ints), "class_name": [str(v) for v in ints]})
@@ -297,7 +317,7 @@ class FitsCubeReader(ImageSource):
             raise DataFormatError(f"{path}: no image HDU with data")
         if cube.ndim == 2:
             cube = cube[None]
-        self._images = _as_images(cube.astype(np.float32), str(path))
+        self._images = _as_images(cube, str(path)).astype(np.float32)
         n = len(self._images)
         label_key = next((k for k in columns if k.lower() == "label"), None)
         if label_key is not None:
@@ -384,6 +404,15 @@ class DeeplenseLayout(Layout):
     def open(cls, path: Path, options: dict[str, Any]) -> ImageSource:
         from deeplense.data.shards import ShardedDataset
 
+        if options.get("check") == "full":  # every shard's checksum, structure and pixels
+            problems = fmt.verify(path)["problems"]
+            if problems:
+                more = (
+                    f" (and {len(problems) - 3} more; `deeplense data verify {path}` lists them)"
+                    if len(problems) > 3
+                    else ""
+                )
+                raise DataFormatError("; ".join(problems[:3]) + more)
         return ShardedDataset(path)
 
 

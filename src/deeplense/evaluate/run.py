@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from deeplense.core.config import ConfigError, load_yaml
+from deeplense.core.errors import DataFormatError
 from deeplense.core.run_dir import RunDir, run_dir_of
 from deeplense.infer import Predictor, load_predictor
 
@@ -43,6 +44,11 @@ def evaluation_data(model: Predictor, run_dir: Path, data: str | Path | None, sp
     n = len(source)
     truth = model.task.truth_from_source(source, str(data))
     images = np.concatenate([source.images(np.arange(lo, min(lo + 256, n))) for lo in range(0, n, 256)])
+    bad = ~np.isfinite(images.reshape(n, -1)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:3]
+        named = source.metadata["file"].iloc[rows].tolist() if "file" in source.metadata else rows.tolist()
+        raise DataFormatError(f"{data}: {int(bad.sum())} image(s) with NaN/Inf pixels, e.g. {named}")
     provenance = {"path": str(Path(data).resolve()), "layout": source.layout, "split": split or "(all)", "n": n}
     if images.shape[1] != contract.input.in_chans:
         raise ConfigError(
@@ -91,4 +97,10 @@ def evaluate_run(
         run_files.read_summary(),
         [f for f in figures if f.suffix == ".png"],
     )
-    return {"metrics": metrics, "out": str(out), "report": str(report), "figures": [str(f) for f in figures]}
+    return {
+        "task": model.contract.task,
+        "metrics": metrics,
+        "out": str(out),
+        "report": str(report),
+        "figures": [str(f) for f in figures],
+    }

@@ -153,6 +153,7 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
     seeds = [image_seed(plan.seed, int(i)) for i in indices]
     inst = sim.instrument
     shape = (len(indices), len(inst.bands), inst.size, inst.size)
+    fmt.ensure_free_space(root, 4 * int(np.prod(shape)) + 4096 * len(indices))
     columns = sim.columns
     with fmt.open_shard(root, shard_id, start, stop) as f:
         images = f.create_dataset(
@@ -226,19 +227,40 @@ def write_dataset(
         raise ConfigError("classes", f"the plan has {plan.n_classes} classes, the config {len(sim.class_names)}")
     resolved = {**sim.to_yaml(), "dataset": plan.to_yaml()}
     config_file = root / fmt.CONFIG
-    if config_file.exists():
-        stored = load_yaml(config_file)
-        existing = {**resolved_sim(stored), "dataset": stored.get("dataset")}
-        diff = _first_difference(existing, json.loads(json.dumps(resolved)))
-        if diff:
-            raise ConfigError(diff, f"{root} holds a different data set (this key differs); use another --out")
-    elif root.exists() and any(root.iterdir()):
+    if not config_file.exists() and root.exists() and any(p.name != fmt.LOCK for p in root.iterdir()):
         raise ConfigError("out", f"{root} exists, is not empty and is not a deeplense data set")
-    (root / fmt.SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    if not config_file.exists():
-        tmp = config_file.with_suffix(".yaml.tmp")
-        dump_yaml(json.loads(json.dumps(resolved)), tmp)
-        os.replace(tmp, config_file)
+    root.mkdir(parents=True, exist_ok=True)
+    with fmt.locked(root):  # a second writer of the same folder stops here
+        if config_file.exists():
+            stored = load_yaml(config_file)
+            existing = {**resolved_sim(stored), "dataset": stored.get("dataset")}
+            diff = _first_difference(existing, json.loads(json.dumps(resolved)))
+            if diff:
+                raise ConfigError(diff, f"{root} holds a different data set (this key differs); use another --out")
+        else:
+            tmp = config_file.with_suffix(".yaml.tmp")
+            dump_yaml(json.loads(json.dumps(resolved)), tmp)
+            os.replace(tmp, config_file)
+        (root / fmt.SHARD_DIR).mkdir(exist_ok=True)
+        return _write_shards(
+            root, resolved, sim, plan, workers, scheduler, batch_size, dtype, device, compression, progress
+        )
+
+
+def _write_shards(
+    root: Path,
+    resolved: dict[str, Any],
+    sim: Any,
+    plan: DatasetPlan,
+    workers: int,
+    scheduler: str | None,
+    batch_size: int,
+    dtype: str,
+    device: str,
+    compression: str | None,
+    progress: Callable[[int, int, float], None] | None,
+) -> dict[str, Any]:
+    """Render the missing shards and write the manifest (the data set's lock is held)."""
     fmt.remove_temporaries(root)
     jobs, done = [], 0
     for shard_id, start, stop in plan.shards():
@@ -307,10 +329,26 @@ def _run_jobs(jobs: list[dict[str, Any]], workers: int, scheduler: str | None) -
         return
     import multiprocessing
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+    ) as pool:
         futures = [pool.submit(_write_shard, job) for job in jobs]
         for future in as_completed(futures):
             yield future.result()[1]
+
+
+def _exit_with(parent: int) -> None:
+    """Run in each worker process: a daemon thread ends the worker when ``parent`` is gone
+    (killed with ``kill -9``, say), so no worker is left rendering for nobody."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="deeplense-parent-watch").start()
 
 
 def _manifest(root: Path, sim, plan: DatasetPlan) -> dict[str, Any]:

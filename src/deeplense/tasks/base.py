@@ -167,6 +167,11 @@ class Task(nn.Module):
 
     ranking: ClassVar[tuple[str, bool]]  # (leaderboard column, ascending)
 
+    @staticmethod
+    def describe(metrics: dict[str, Any]) -> list[str]:
+        """Lines a person reads after ``evaluate``, ``train`` or ``ensemble``."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------------- shared
     def forward(self, x: Tensor) -> Tensor:
         net = self.ema.module if (self.ema is not None and not self.training) else self.net

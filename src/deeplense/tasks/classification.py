@@ -146,6 +146,17 @@ class Classification(Task):
         }
 
     @staticmethod
+    def describe(metrics: dict[str, Any]) -> list[str]:
+        key = "auc_macro" if "auc_macro" in metrics else "auc" if "auc" in metrics else None
+        interval = metrics.get(f"{key}_ci") if key else None
+        first = f"{key} {metrics[key]:.4f}" if key else "AUC undefined (a class is missing)"
+        first += f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
+        lines = [f"{first}, accuracy {metrics['accuracy']:.4f}, n={metrics['n']}"]
+        if metrics.get("auc_per_class"):
+            lines.append("per class: " + ", ".join(f"{c} {v:.4f}" for c, v in metrics["auc_per_class"].items()))
+        return lines
+
+    @staticmethod
     def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         keys = ("auc_macro", "auc", "auc_micro", "accuracy", "ece", "average_precision", "tpr_0", "tpr_10")
         row = {k: metrics[k] for k in keys if k in metrics}

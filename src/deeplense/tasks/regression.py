@@ -171,6 +171,19 @@ class Regression(Task):
         return {"mean": mean, "sigma": np.sqrt(var)}, fitted
 
     @staticmethod
+    def describe(metrics: dict[str, Any]) -> list[str]:
+        lines = []
+        for name, e in metrics.items():
+            if isinstance(e, dict) and "mae" in e:
+                line = f"{name}: MAE {e['mae']:.4f} {e['unit']}, RMSE {e['rmse']:.4f}, R2 {e['r2']:.3f}"
+                if "coverage_68" in e:
+                    line += f", coverage 68% {e['coverage_68']:.3f}, 95% {e['coverage_95']:.3f}"
+                lines.append(line)
+                bins = [f"[{r['lo']:.3g}, {r['hi']:.3g}) {r['mae']:.3f}" for r in e["by_truth"] if r["mae"] is not None]
+                lines.append("  MAE by true value: " + ", ".join(bins))
+        return lines
+
+    @staticmethod
     def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for name, entry in metrics.items():
