@@ -18,7 +18,6 @@ renamed when whole, so a directory only ever holds complete shards; the simulato
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ import h5py
 import numpy as np
 
 from deeplense.core.errors import DataFormatError
+from deeplense.core.locks import LOCK
 
 __all__ = [
     "FORMAT",
@@ -56,7 +56,6 @@ __all__ = [
     "file_sha256",
     "verify",
     "LOCK",
-    "locked",
     "ensure_free_space",
 ]
 
@@ -65,32 +64,6 @@ FORMAT_VERSION = 1
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
-LOCK = ".lock"
-
-
-@contextmanager
-def locked(root: str | Path) -> Iterator[None]:
-    """Hold the data set's lock while writing it: a second writer on the same folder stops with
-    a clear message instead of racing the first. The lock (``flock`` on ``.lock``) goes with its
-    process, so a killed run never leaves a stale lock behind."""
-    from deeplense.core.config import ConfigError
-
-    path = Path(root) / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise ConfigError(
-                "out",
-                f"{root} is in use by another deeplense process (pid {holder}); wait for it or choose another --out",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def ensure_free_space(root: str | Path, needed: int) -> None:

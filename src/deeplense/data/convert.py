@@ -16,6 +16,7 @@ import numpy as np
 
 from deeplense.core import dataset_dir as fmt
 from deeplense.core.config import ConfigError, dump_yaml, load_yaml
+from deeplense.core.locks import locked
 from deeplense.data.base import ImageSource
 from deeplense.data.splits import DEFAULT_FRACTIONS, assign_splits
 
@@ -39,7 +40,7 @@ def convert_dataset(
     if out.exists() and any(p.name not in (fmt.SHARD_DIR, fmt.CONFIG, fmt.LOCK) for p in out.iterdir()):
         raise ConfigError("out", f"{out} exists, is not empty and is not a conversion in progress")
     out.mkdir(parents=True, exist_ok=True)
-    with fmt.locked(out):
+    with locked(out):
         return _convert_locked(source, out, shard_size, split_seed, split_fractions, compression, progress)
 
 

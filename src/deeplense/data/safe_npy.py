@@ -16,10 +16,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from deeplense.core.errors import DataFormatError
+
 __all__ = ["UnsafeFileError", "NpyHeader", "read_header", "load_npy"]
 
 
-class UnsafeFileError(ValueError):
+class UnsafeFileError(DataFormatError):
     """A pickled ``.npy`` asks for something other than numpy arrays and numbers."""
 
 
@@ -95,7 +97,7 @@ def read_header(path: str | Path) -> NpyHeader:
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         except (ValueError, EOFError, SyntaxError) as exc:
-            raise ValueError(f"{path}: not a .npy file ({exc})") from None
+            raise DataFormatError(f"{path}: not a .npy file ({exc})") from None
         return NpyHeader(tuple(shape), np.dtype(dtype), fortran, f.tell(), size)
 
 
@@ -108,7 +110,7 @@ def load_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:
     header = read_header(path)
     expected = header.expected_size
     if expected is not None and header.file_size < expected:
-        raise ValueError(f"{path}: truncated ({header.file_size} bytes, header {header.shape} needs {expected})")
+        raise DataFormatError(f"{path}: truncated ({header.file_size} bytes, header {header.shape} needs {expected})")
     if not header.dtype.hasobject:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     with open(path, "rb") as f:
@@ -120,9 +122,9 @@ def load_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:
         message = str(exc)
         raise UnsafeFileError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: cannot read the pickled object array ({type(exc).__name__}: {exc})") from None
+        raise DataFormatError(f"{path}: cannot read the pickled object array ({type(exc).__name__}: {exc})") from None
     if not isinstance(array, np.ndarray):
-        raise ValueError(f"{path}: the pickle holds {type(array).__name__}, not an array")
+        raise DataFormatError(f"{path}: the pickle holds {type(array).__name__}, not an array")
     _check_filled(array, path)
     return array
 
@@ -137,4 +139,4 @@ def _check_filled(array: np.ndarray, path: Path) -> None:
             if item.dtype.hasobject:
                 stack.extend(item.ravel().tolist())
             elif item.shape == (0,):
-                raise ValueError(f"{path}: the pickle rebuilds an array but never fills it with data")
+                raise DataFormatError(f"{path}: the pickle rebuilds an array but never fills it with data")

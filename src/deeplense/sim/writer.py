@@ -26,6 +26,7 @@ import numpy as np
 
 from deeplense.core import dataset_dir as fmt
 from deeplense.core.config import ConfigError, dump_yaml, load_yaml
+from deeplense.core.locks import locked
 from deeplense.core.seeding import image_seed
 
 __all__ = ["DatasetPlan", "parse_splits", "write_dataset"]
@@ -222,6 +223,7 @@ def write_dataset(
     from deeplense.sim.simulator import Simulator
 
     root = Path(root)
+    _check_run_options(workers, batch_size, dtype, device, compression)
     sim = Simulator(sim_config)  # validates everything before any work
     if sim.class_names and len(sim.class_names) != plan.n_classes:
         raise ConfigError("classes", f"the plan has {plan.n_classes} classes, the config {len(sim.class_names)}")
@@ -230,7 +232,7 @@ def write_dataset(
     if not config_file.exists() and root.exists() and any(p.name != fmt.LOCK for p in root.iterdir()):
         raise ConfigError("out", f"{root} exists, is not empty and is not a deeplense data set")
     root.mkdir(parents=True, exist_ok=True)
-    with fmt.locked(root):  # a second writer of the same folder stops here
+    with locked(root):  # a second writer of the same folder stops here
         if config_file.exists():
             stored = load_yaml(config_file)
             existing = {**resolved_sim(stored), "dataset": stored.get("dataset")}
@@ -336,6 +338,27 @@ def _run_jobs(jobs: list[dict[str, Any]], workers: int, scheduler: str | None) -
         futures = [pool.submit(_write_shard, job) for job in jobs]
         for future in as_completed(futures):
             yield future.result()[1]
+
+
+def _check_run_options(workers: int, batch_size: int, dtype: str, device: str, compression: str | None) -> None:
+    """How to render: positive counts, a known dtype and compression, a device this machine has."""
+    import torch
+
+    for key, value in (("workers", workers), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(key, f"expected a whole number >= 1, got {value!r}")
+    if dtype not in ("float32", "float64"):
+        raise ConfigError("dtype", f"expected float32 or float64, got {dtype!r}")
+    if compression not in (None, "gzip", "lzf"):
+        raise ConfigError("compression", f"expected gzip, lzf or none, got {compression!r}")
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ConfigError("device", f"not a torch device: {device!r} (cpu, cuda, cuda:1 ...)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", f"{device}: this machine has no CUDA device; use --device cpu")
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError("device", f"{device}: the simulator runs on cpu or cuda")
 
 
 def _exit_with(parent: int) -> None:

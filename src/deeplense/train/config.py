@@ -192,6 +192,14 @@ def validate_config(config: dict[str, Any]) -> None:
         or run_name in (".", "..")
     ):
         raise ConfigError("run.name", f"expected a plain folder name inside run.dir, got {run_name!r}")
+    accelerator = str(config["train"]["accelerator"])
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise ConfigError("train.accelerator", f"must be auto, cpu, gpu or cuda, got {accelerator!r}")
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("train.accelerator", f"{accelerator}: this machine has no CUDA device; use auto or cpu")
     if not 0 <= config["train"]["ema_decay"] < 1:
         raise ConfigError("train.ema_decay", f"must be in [0, 1), got {config['train']['ema_decay']}")
     data = config["data"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deeplense.core.config import ConfigError, apply_overrides, dump_yaml
+from deeplense.core.locks import locked
 
 __all__ = ["tune"]
 
@@ -51,14 +52,35 @@ def _set(config: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 
 def tune(config: dict[str, Any], out: str | Path, trials: int | None = None) -> dict[str, Any]:
     """Run (or continue) a study; writes ``best_config.yaml`` and ``trials.csv`` into ``out``."""
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out):
+        return _tune_locked(config, out, trials)
+
+
+def _fail_interrupted(study: Any, storage: Any, out: Path) -> list[int]:
+    """Trials left RUNNING by a killed study (this process holds the study's lock, so none is
+    really running) are marked FAIL, and their run folders renamed ``trial-N.interrupted``."""
+    import optuna
+
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        folder = out / "trials" / f"trial-{trial.number}"
+        if folder.exists():
+            folder.rename(folder.with_name(folder.name + ".interrupted"))
+        failed.append(trial.number)
+    return failed
+
+
+def _tune_locked(config: dict[str, Any], out: Path, trials: int | None) -> dict[str, Any]:
     import lightning as L
     import optuna
 
     from deeplense.train.config import monitor_of, resolve_config
     from deeplense.train.run import train
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = config["tune"]
     space = settings["space"]
     if not space:
@@ -75,6 +97,7 @@ def tune(config: dict[str, Any], out: str | Path, trials: int | None = None) -> 
         if settings["pruning"]
         else optuna.pruners.NopPruner()
     )
+    storage = optuna.storages.get_storage(storage)
     study = optuna.create_study(
         study_name="deeplense",
         storage=storage,
@@ -83,6 +106,8 @@ def tune(config: dict[str, Any], out: str | Path, trials: int | None = None) -> 
         pruner=pruner,
         sampler=optuna.samplers.TPESampler(seed=int(config["train"]["seed"])),
     )
+
+    interrupted = _fail_interrupted(study, storage, out)
 
     class Pruning(L.Callback):
         def __init__(self, trial):
@@ -127,6 +152,7 @@ def tune(config: dict[str, Any], out: str | Path, trials: int | None = None) -> 
         "params": {k: (space[k]["choices"][v] if "choices" in space[k] else v) for k, v in best.params.items()},
         "trials": len(study.trials),
         "pruned": len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
+        "interrupted_trials_marked_failed": interrupted,
     }
     (out / "best.json").write_text(json.dumps(result, indent=2))
     return result
