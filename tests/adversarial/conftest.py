@@ -106,3 +106,26 @@ def first_line(text: str) -> str:
 
 
 __all__ = ["Attack", "mount_tmpfs", "unmount", "first_line"]
+
+
+def _survives(self: Attack, call, where: str) -> None:
+    """A fuzzed input: reading it may succeed, or fail with the library's error naming ``where``
+    (its file); any other exception is a traceback the user would have seen."""
+    from deeplense.core.config import ConfigError
+    from deeplense.core.errors import DataFormatError
+
+    try:
+        call()
+    except (DataFormatError, ConfigError, ValueError, FileNotFoundError) as exc:
+        named = Path(where).name in str(exc) or Path(where).parent.name in str(exc)
+        self._record(
+            "clear error" if named else "unclear error", "clear error", f"{where}: {type(exc).__name__}: {exc}"
+        )
+    except Exception as exc:  # noqa: BLE001 - classified and asserted on
+        self._record("traceback", "clear error", f"{where}: {type(exc).__name__}: {exc}")
+    else:
+        TOTALS["cases"] += 1
+        TOTALS["read fine"] += 1
+
+
+Attack.survives = _survives  # type: ignore[attr-defined]

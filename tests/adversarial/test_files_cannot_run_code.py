@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import torch
 
 from deeplense import open_dataset
@@ -39,12 +40,16 @@ def _run_copy(run: Path, tmp: Path) -> Path:
     return copy
 
 
-def test_a_tampered_checkpoint_cannot_run_code_on_resume_even_when_torch_is_told_to_trust_it(tiny_runs, attack):
+@pytest.mark.parametrize("tampered", ["best.ckpt", "last.ckpt"])
+def test_a_tampered_checkpoint_cannot_run_code_on_resume_even_when_torch_is_told_to_trust_it(
+    tiny_runs, attack, tampered
+):
+    """last.ckpt is read when the run resumes, best.ckpt by the test of the best weights that
+    ends it (the run has all its epochs, so no new best replaces the tampered one)."""
     run = _run_copy(tiny_runs["cls"], attack.tmp)
-    for name in ("last.ckpt", "best.ckpt"):
-        _tamper(run / "checkpoints" / name, attack.marker)
+    _tamper(run / "checkpoints" / tampered, attack.marker)
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    result = attack.cli("train", "--resume", run, env=env, match=r"last\.ckpt: not a readable checkpoint")
+    result = attack.cli("train", "--resume", run, env=env, match=rf"{tampered}: not a readable checkpoint")
     assert "weights_only=False" not in result.stderr  # no advice to turn the protection off
 
 

@@ -68,10 +68,10 @@ CONFIG = "config.yaml"
 
 def ensure_free_space(root: str | Path, needed: int) -> None:
     """Raise ``OSError(ENOSPC)`` naming ``root`` before a write of ``needed`` bytes that the disk
-    cannot take (with 10 % and 1 MiB to spare): HDF5 can crash outright when a write fails for
+    cannot take (with 10 % and 64 KiB to spare): HDF5 can crash outright when a write fails for
     lack of space, so the check comes first."""
     free = shutil.disk_usage(root).free
-    if free < needed * 1.1 + 2**20:
+    if free < needed * 1.1 + 2**16:
         raise OSError(errno.ENOSPC, f"needs about {needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free", str(root))
 
 

@@ -86,7 +86,7 @@ def _convert_locked(
         if not fmt.shard_complete(fmt.shard_path(out, shard_id), start, stop):
             idx = np.arange(start, stop)
             images = source.images(idx)
-            fmt.ensure_free_space(out, images.nbytes + 4096 * len(idx))
+            fmt.ensure_free_space(out, images.nbytes + 1024 * len(idx))
             with fmt.open_shard(out, shard_id, start, stop) as f:
                 f.create_dataset("images", data=images, chunks=(1, *images.shape[1:]), compression=compression)
                 params = {col: (meta[col].to_numpy(np.float64)[idx], source.units.get(col, "")) for col in columns}

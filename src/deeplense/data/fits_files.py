@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def read_fits(path: str | Path, max_bytes: int = MAX_FITS_BYTES) -> FitsContents
     image: np.ndarray | None = None
     table: dict[str, np.ndarray] = {}
     try:
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
+        with warnings.catch_warnings(record=True) as caught, fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
+            warnings.simplefilter("always")
             for number, hdu in enumerate(hdus):
                 declared = _declared_bytes(hdu.header)
                 tiled = isinstance(hdu, fits.CompImageHDU)
@@ -59,8 +61,12 @@ def read_fits(path: str | Path, max_bytes: int = MAX_FITS_BYTES) -> FitsContents
                     image = np.array(hdu.data)
                 elif not table and isinstance(hdu, fits.BinTableHDU) and hdu.data is not None:
                     table = {c.name: np.array(hdu.data[c.name]) for c in hdu.columns}
+            truncated = [w for w in caught if "truncated" in str(w.message)]
+            if truncated:  # astropy would pad the missing pixels with zeros
+                raise ValueError(f"truncated: {truncated[0].message}")
     except (OSError, TypeError, KeyError, IndexError, EOFError) as exc:
         raise ValueError(f"cannot read FITS ({exc})") from None
     except ValueError as exc:
-        raise ValueError(str(exc) if "declares" in str(exc) else f"cannot read FITS ({exc})") from None
+        known = "declares" in str(exc) or str(exc).startswith("truncated")
+        raise ValueError(str(exc) if known else f"cannot read FITS ({exc})") from None
     return FitsContents(image, table)

@@ -154,7 +154,7 @@ def _write_shard(job: dict[str, Any]) -> tuple[int, int]:
     seeds = [image_seed(plan.seed, int(i)) for i in indices]
     inst = sim.instrument
     shape = (len(indices), len(inst.bands), inst.size, inst.size)
-    fmt.ensure_free_space(root, 4 * int(np.prod(shape)) + 4096 * len(indices))
+    fmt.ensure_free_space(root, 4 * int(np.prod(shape)) + 1024 * len(indices))
     columns = sim.columns
     with fmt.open_shard(root, shard_id, start, stop) as f:
         images = f.create_dataset(

@@ -253,7 +253,8 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     }
     if data.test is not None:
         loader = make_loader(data.test, batch, workers=workers)
-        summary["test"] = test_best_checkpoint(trainer, module, loader, checkpoint.best_model_path or None, run)
+        best = str(run.best) if run.best.exists() else None  # this folder's, even if the run was moved
+        summary["test"] = test_best_checkpoint(trainer, module, loader, best, run)
     if trainer.is_global_zero:
         summary["fit_seconds_total"] = round(run.read_summary().get("fit_seconds_total", 0.0) + fit_seconds, 1)
         run.write_json(run.summary, summary)
