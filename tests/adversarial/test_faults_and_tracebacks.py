@@ -291,3 +291,31 @@ def test_tune_marks_a_trial_left_running_by_a_killed_study_as_failed(tmp_path, a
     states = [t.state.name for t in optuna.load_study(study_name="deeplense", storage=storage).trials]
     renamed = (out / "trials" / "trial-0.interrupted").exists()
     attack.handled(states[0] == "FAIL" and "RUNNING" not in states and renamed, f"{states}", "stuck")
+
+
+def test_a_full_disk_stops_training_cleanly_and_the_run_continues_after(tmp_path, attack):
+    disk = tmp_path / "disk"
+    if not mount_tmpfs(disk, "48k"):
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        sim = {"preset": "model_i", "set": ["instrument.size=16"], "train": 12, "val": 6, "test": 6}
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "data": {"simulate": sim, "transforms": ["minmax"]},
+                    "model": {"name": "small_cnn", "kwargs": {"widths": [8, 16, 32]}},
+                    "train": {"epochs": 2, "batch_size": 6, "threads": 1},
+                    "logging": {"progress_bar": False},
+                    "run": {"dir": str(disk / "runs"), "name": "r"},
+                }
+            )
+        )
+        attack.cli("train", config, match=r"runs/r: no space left on the device")
+        assert not list((disk / "runs" / "r" / "checkpoints").glob("*.tmp"))
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        attack.cli("train", "--resume", disk / "runs" / "r", expect="handled")
+        summary = json.loads((disk / "runs" / "r" / "summary.json").read_text())
+        attack.handled(summary["epochs_completed"] == 2 and "test" in summary, json.dumps(summary)[:500])
+    finally:
+        unmount(disk)

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from deeplense.cli.common import console
 from deeplense.cli.common import fail as _fail
 from deeplense.core.config import ConfigError, apply_overrides, load_yaml
+from deeplense.core.dataset_dir import CONFIG
 
 
 def presets() -> None:
@@ -145,7 +146,7 @@ def _regenerate(root: Path, index: int, save: Path | None) -> None:
         _fail(f"{root}: no image with index {index} (0..{len(ds) - 1})")
     row = int(rows[0])
     meta = ds.metadata.iloc[row]
-    sim = Simulator(resolved_sim(load_yaml(root / "config.yaml")))
+    sim = Simulator(resolved_sim(load_yaml(root / CONFIG)))
     if sim.class_names != ds.class_names:
         _fail(f"{root / 'config.yaml'}: classes {sim.class_names} differ from the data set's {ds.class_names}")
     image, _ = sim.simulate([int(meta["seed"])], [int(meta["label"])])

@@ -3,6 +3,7 @@ Lightning fit of the config's task, resume, and the test evaluation of the best 
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import time
@@ -228,6 +229,10 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     os.environ[_RUN_DIR_ENV] = str(run_dir.resolve())  # inherited by DDP worker processes only
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except OSError as exc:  # a full disk: name the run (the file in the error may be a temporary one)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OSError(exc.errno, exc.strerror, str(run_dir)) from None
+        raise
     finally:
         if not launched_by:
             os.environ.pop(_RUN_DIR_ENV, None)
