@@ -73,6 +73,21 @@ class Attack:
             outcome = "code executed" if self.marker.exists() else "silently wrong"
             self._record(outcome, "clear error", f"returned {value!r:.300}")
 
+    def refused_to_open(self, data: Path, match: str) -> None:
+        """Opening the data set at ``data`` must be a ``DataFormatError`` matching ``match``."""
+        from deeplense import open_dataset
+        from deeplense.core.errors import DataFormatError
+
+        self.api(lambda: open_dataset(data), error=DataFormatError, match=match)
+
+    def copy(self, folder: Path) -> Path:
+        """A copy of ``folder`` in this case's temporary folder, to damage."""
+        import shutil
+
+        copy = self.tmp / f"copy-of-{folder.name}"
+        shutil.copytree(folder, copy)
+        return copy
+
     def handled(self, ok: bool, detail: str = "", failure: str = "data lost") -> None:
         """A fault case whose right outcome is checked by the test itself (``ok``)."""
         self._record("handled" if ok else failure, "handled", detail)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -24,12 +23,6 @@ from .conftest import CLI, mount_tmpfs, unmount
 SIM = ["--preset", "model_i", "--set", "instrument.size=16"]
 
 
-def _copy(tiny_dataset: Path, tmp: Path) -> Path:
-    copy = tmp / "data"
-    shutil.copytree(tiny_dataset, copy)
-    return copy
-
-
 @pytest.mark.parametrize(
     ("corrupt", "match"),
     [
@@ -44,7 +37,7 @@ def _copy(tiny_dataset: Path, tmp: Path) -> Path:
     ],
 )
 def test_corrupt_manifests_are_one_clear_error(tiny_dataset, attack, corrupt, match):
-    data = _copy(tiny_dataset, attack.tmp)
+    data = attack.copy(tiny_dataset)
     manifest = data / "manifest.json"
     manifest.write_bytes(corrupt(manifest.read_text()).encode("utf-8", "surrogateescape"))
     attack.api(lambda: open_dataset(data), error=DataFormatError, match=match)

@@ -99,45 +99,31 @@ def test_npy_pickle_that_never_fills_its_array_is_refused(attack):
     attack.api(lambda: load_npy(path), error=DataFormatError, match=r"unfilled\.npy: .*never fills it")
 
 
-def _dataset_copy(tiny_dataset: Path, tmp: Path) -> Path:
-    copy = tmp / "data"
-    shutil.copytree(tiny_dataset, copy)
-    return copy
-
-
 def test_hdf5_external_link_to_another_file_is_refused(tiny_dataset, attack):
-    data = _dataset_copy(tiny_dataset, attack.tmp)
+    data = attack.copy(tiny_dataset)
     with h5py.File(data / "shards" / "shard-00000.h5", "a") as f:
         f["params/leak"] = h5py.ExternalLink("/etc/passwd", "/")
-    attack.api(lambda: open_dataset(data), error=DataFormatError, match=r"shard-00000\.h5: /params/leak is a link")
+    attack.refused_to_open(data, r"shard-00000\.h5: /params/leak is a link")
 
 
 def test_hdf5_external_storage_reading_the_password_file_is_refused(tiny_dataset, attack):
-    data = _dataset_copy(tiny_dataset, attack.tmp)
+    data = attack.copy(tiny_dataset)
     shard = data / "shards" / "shard-00000.h5"
     with h5py.File(shard, "a") as f:
         n = f["images"].shape[0]
         del f["label"]
         f.create_dataset("label", shape=(n,), dtype="int16", external=[("/etc/passwd", 0, 2 * n)])
-    attack.api(
-        lambda: open_dataset(data),
-        error=DataFormatError,
-        match=r"shard-00000\.h5: /label stores its data in other files",
-    )
+    attack.refused_to_open(data, r"shard-00000\.h5: /label stores its data in other files")
 
 
 def test_manifest_shard_paths_outside_the_data_set_are_refused(tiny_dataset, attack):
-    data = _dataset_copy(tiny_dataset, attack.tmp)
+    data = attack.copy(tiny_dataset)
     outside = attack.tmp / "outside.h5"
     shutil.copy(data / "shards" / "shard-00000.h5", outside)
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["shards"][0]["file"] = "../outside.h5"
     (data / "manifest.json").write_text(json.dumps(manifest))
-    attack.api(
-        lambda: open_dataset(data),
-        error=DataFormatError,
-        match=r"manifest\.json: field 'shards\[0\]\.file': '\.\./outside\.h5' is outside",
-    )
+    attack.refused_to_open(data, r"manifest\.json: field 'shards\[0\]\.file': '\.\./outside\.h5' is outside")
 
 
 def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, attack):

@@ -20,12 +20,6 @@ from deeplense.train.config import resolve_config
 from .conftest import CLI
 
 
-def _copy(tiny_dataset: Path, tmp: Path) -> Path:
-    copy = tmp / "data"
-    shutil.copytree(tiny_dataset, copy)
-    return copy
-
-
 def _edit_manifest(data: Path, edit) -> None:
     manifest = json.loads((data / "manifest.json").read_text())
     edit(manifest)
@@ -33,26 +27,22 @@ def _edit_manifest(data: Path, edit) -> None:
 
 
 def test_manifest_image_shape_that_disagrees_with_the_shards_is_refused(tiny_dataset, attack):
-    data = _copy(tiny_dataset, attack.tmp)
+    data = attack.copy(tiny_dataset)
     _edit_manifest(data, lambda m: m["image"].update(shape=[1, 8, 32]))
-    attack.api(
-        lambda: open_dataset(data),
-        error=DataFormatError,
-        match=r"shard-00000\.h5: images are \(1, 16, 16\), the manifest says \(1, 8, 32\)",
-    )
+    attack.refused_to_open(data, r"shard-00000\.h5: images are \(1, 16, 16\), the manifest says \(1, 8, 32\)")
 
 
 def test_manifest_with_fewer_class_names_than_labels_is_refused(tiny_dataset, attack):
-    data = _copy(tiny_dataset, attack.tmp)
+    data = attack.copy(tiny_dataset)
     _edit_manifest(data, lambda m: m.update(class_names=["no_sub", "cdm"]))
-    attack.api(lambda: open_dataset(data), error=DataFormatError, match=r"labels outside 0\.\.1")
+    attack.refused_to_open(data, r"labels outside 0\.\.1")
 
 
 def test_negative_label_in_a_shard_is_refused(tiny_dataset, attack):
-    data = _copy(tiny_dataset, attack.tmp)
+    data = attack.copy(tiny_dataset)
     with h5py.File(data / "shards" / "shard-00001.h5", "a") as f:
         f["label"][0] = -1
-    attack.api(lambda: open_dataset(data), error=DataFormatError, match=r"shard-00001\.h5: labels outside 0\.\.2")
+    attack.refused_to_open(data, r"shard-00001\.h5: labels outside 0\.\.2")
 
 
 def test_flipped_pixel_bytes_are_found_by_verify_and_by_the_full_check(tmp_path, attack):
