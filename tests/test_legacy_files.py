@@ -54,3 +54,22 @@ def test_contract_versions_round_trip_migrate_and_refuse_the_future():
         ModelContract.from_dict({**contract.to_dict(), "version": 99})
     with pytest.raises(DataFormatError, match="missing field 'task'"):
         ModelContract.from_dict({k: v for k, v in contract.to_dict().items() if k != "task"})
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_training_the_old_runs_config_again_gives_the_same_model(task, tmp_path):
+    """The task architecture changed where training lives, not what it computes: the legacy run's
+    own config, trained again today, predicts bit for bit what the old code's checkpoint does."""
+    import yaml
+
+    from deeplense.train.config import resolve_config
+    from deeplense.train.run import train
+
+    config = yaml.safe_load((LEGACY / "runs" / task / "config.yaml").read_text())
+    config["data"]["path"] = str(LEGACY / "dataset")
+    config["run"] = {"dir": str(tmp_path), "name": task}
+    train(resolve_config(config))
+    images = deeplense.open_dataset(LEGACY / "dataset").images(np.arange(18))
+    again = load_predictor(tmp_path / task).predict(images)
+    for key, value in np.load(LEGACY / "runs" / task / "expected_predictions.npz").items():
+        np.testing.assert_array_equal(again[key], value)
