@@ -203,8 +203,3 @@ def task_state_dict(state: dict[str, Tensor], task: Task) -> dict[str, Tensor]:
         return {k.removeprefix("task."): v for k, v in state.items() if k.startswith("task.")}
     own = task.state_dict()
     return {k: v for k, v in state.items() if k in own}
-
-
-def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if str(value) not in choices:
-        raise ConfigError(key, f"must be one of {list(choices)}, got {value!r}")
