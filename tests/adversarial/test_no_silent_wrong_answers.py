@@ -157,6 +157,7 @@ def test_evaluate_on_data_with_nan_pixels_names_the_file(tiny_runs, tmp_path, at
     model_i(root, n=3)
     np.save(root / "cdm" / "broken.npy", np.full((16, 16), np.nan, dtype=np.float32))
     attack.cli("evaluate", tiny_runs["cls"], "--data", root, "--out", tmp_path / "ev", match=r"broken\.npy")
+    assert not (tmp_path / "ev").exists()  # nothing half-written
 
 
 def test_evaluate_on_data_missing_a_class_reports_what_it_can(tiny_runs, tmp_path, attack):

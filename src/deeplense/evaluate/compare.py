@@ -86,10 +86,8 @@ def compare_runs(
         if curve is not None:
             curves[f"{run.root.name} ({curve[0]})"] = curve[1]
     board = pd.DataFrame(rows)
-    metric, ascending = task.ranking if task is not None else ("", True)
-    sort_key = next((c for c in board.columns if c == metric or c.endswith(f":{metric}")), None)
-    if sort_key is None and metric == "auc_macro" and "auc" in board:  # two classes: the one AUC
-        sort_key = "auc"
+    metrics, ascending = task.ranking if task is not None else ((), True)
+    sort_key = next((c for m in metrics for c in board.columns if c == m or c.endswith(f":{m}")), None)
     if sort_key is not None:
         board = board.sort_values(sort_key, ascending=ascending, na_position="last").reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))

@@ -76,9 +76,9 @@ def evaluate_run(
     model = load_predictor(run)
     run_files = RunDir(run_dir_of(run))
     out = Path(out) if out is not None else run_files.evaluation
-    out.mkdir(parents=True, exist_ok=True)
     got = evaluation_data(model, run_files.root, data, split)
     pred = model.predict(got["images"], tta=tta)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data are known to be good
     task = model.task
     metrics = task.metrics(pred, got["truth"], n_boot=n_boot)
     figures = plots.draw(task.figures, pred, got["truth"], got["images"], model.contract, out)

@@ -57,7 +57,7 @@ class Task(nn.Module):
     ``monitor`` (validation metric and mode for checkpoints, early stopping and tuning),
     ``train_defaults`` (its own ``train.*`` config keys with defaults) and ``train_choices``
     (allowed values of those keys), ``figures`` (figure kinds ``evaluate`` draws) and
-    ``prediction_keys`` (what :meth:`decode` returns).
+    ``ranking`` (the leaderboard columns to rank on, the first present, and whether ascending).
     """
 
     head: ClassVar[str]
@@ -68,7 +68,6 @@ class Task(nn.Module):
     train_defaults: ClassVar[dict[str, Any]] = {}
     train_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     figures: ClassVar[tuple[str, ...]] = ()
-    prediction_keys: ClassVar[tuple[str, ...]]
 
     def __init__(self, contract: ModelContract, train: dict[str, Any]):
         super().__init__()
@@ -126,7 +125,7 @@ class Task(nn.Module):
         raise NotImplementedError
 
     def decode(self, out: Tensor) -> dict[str, Tensor]:
-        """Network output -> predictions in physical units (:attr:`prediction_keys`)."""
+        """Network output -> predictions in physical units."""
         raise NotImplementedError
 
     def epoch_metrics(self, stage: str, got: dict[str, np.ndarray]) -> dict[str, float]:
@@ -165,7 +164,7 @@ class Task(nn.Module):
         """The numbers a command prints and a leaderboard ranks on, first the ranking one."""
         raise NotImplementedError
 
-    ranking: ClassVar[tuple[str, bool]]  # (leaderboard column, ascending)
+    ranking: ClassVar[tuple[tuple[str, ...], bool]]  # (leaderboard columns, first present; ascending)
 
     @staticmethod
     def describe(metrics: dict[str, Any]) -> list[str]:

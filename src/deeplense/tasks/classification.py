@@ -26,9 +26,8 @@ class Classification(Task):
     head = "linear"
     needs = frozenset({"labels"})
     monitor = ("val_auc_macro", "max")
-    ranking = ("auc_macro", False)
+    ranking = (("auc_macro", "auc"), False)  # two classes have the one AUC
     figures = ("roc", "confusion", "reliability", "examples")
-    prediction_keys = ("probs",)
     train_defaults: ClassVar[dict[str, Any]] = {
         "class_weights": "balanced",  # or none
         "label_smoothing": 0.0,

@@ -32,9 +32,8 @@ class Regression(Task):
     head = "gaussian"
     needs = frozenset({"targets"})
     monitor = ("val_mae", "min")
-    ranking = ("mae", True)
+    ranking = (("mae",), True)
     figures = ("pred_vs_true",)
-    prediction_keys = ("mean", "sigma")
     train_defaults: ClassVar[dict[str, Any]] = {
         "loss": "gaussian_nll",  # gaussian_nll | beta_nll | mse
         "nll_beta": 0.5,  # beta_nll: each sample's NLL weighted by its detached predicted variance ** beta
