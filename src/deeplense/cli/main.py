@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deeplense.cli import data, evaluate, simulate, train
+from deeplense.cli import data, evaluate, predict, simulate, train
 from deeplense.cli.common import console
 from deeplense.core.runtime import keep_freed_memory
 
@@ -31,7 +31,11 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(evaluate.compare)
 app.command("profile")(evaluate.profile)
 app.command("demo")(evaluate.demo)
+app.command("predict")(predict.predict)
+app.command("export")(predict.export)
 app.add_typer(train.models_app, name="models")
+train.models_app.command("pretrained")(predict.pretrained)
+app.add_typer(predict.configs_app, name="configs")
 
 
 @app.command("version")

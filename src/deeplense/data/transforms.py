@@ -164,6 +164,21 @@ class Asinh(Transform):
         return torch.asinh(x / self.scale)
 
 
+@TRANSFORMS.register("noise_units")
+class NoiseUnits(Transform):
+    """Per image and band, ``(x - median) / (1.4826 MAD)``: pixels in units of the image's own
+    robust noise level about its sky, whatever the flux units, gain or exposure (dimensionless)."""
+
+    orientation_free = True
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        flat = x.flatten(-2)
+        median = flat.median(dim=-1, keepdim=True).values
+        mad = (flat - median).abs().median(dim=-1, keepdim=True).values
+        sigma = (1.4826 * mad).clamp(min=1e-12 * (1 + median.abs()))
+        return ((flat - median) / sigma).view_as(x)
+
+
 @TRANSFORMS.register("log")
 class Log(Transform):
     """``log10(max(x, 0) + eps)``."""

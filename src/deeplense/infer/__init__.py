@@ -1,4 +1,5 @@
-"""Inference: a trained model from its contract, predicting without Lightning."""
+"""Inference: a trained model from its contract (checkpoint, ONNX export or shipped weights),
+predicting without Lightning; cutouts to catalogues; exports."""
 
 from deeplense.infer.predictor import Predictor, load_predictor
 

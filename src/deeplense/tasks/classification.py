@@ -107,8 +107,11 @@ class Classification(Task):
 
     def predictions_table(self, pred: dict[str, np.ndarray], truth: dict[str, np.ndarray] | None) -> pd.DataFrame:
         table = pd.DataFrame({"label": truth["label"]} if truth is not None else {})
-        for c, name in enumerate(self.contract.output.class_names):
+        names = self.contract.output.class_names
+        for c, name in enumerate(names):
             table[f"p_{name}"] = pred["probs"][:, c]
+        predicted = np.asarray(names, dtype=object)[np.nan_to_num(pred["probs"], nan=-1).argmax(1)]
+        table["predicted"] = np.where(np.isfinite(pred["probs"]).all(1), predicted, "")
         return table
 
     def combine_views(self, views: list[dict[str, Tensor]]) -> dict[str, Tensor]:
