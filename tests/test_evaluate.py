@@ -78,7 +78,12 @@ def test_evaluate_own_test_split_and_a_foreign_layout_give_the_same_numbers(tiny
         folder = tmp_path / "Model_I" / source.class_names[source.labels[i]]
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / f"img_{i}.npy", source.image(i)[0].astype(np.float64))
-    run("evaluate", run_dir, "--data", tmp_path / "Model_I", "--out", tmp_path / "foreign", "--bootstrap", "0")
+    scale = json.loads((run_dir / "contract.json").read_text())["input"]["pixel_scale_arcsec"]
+    refused = run("evaluate", run_dir, "--data", tmp_path / "Model_I", "--out", tmp_path / "foreign", check=False)
+    assert refused.returncode == 2 and "pixel scale unknown" in refused.stderr and "--pixel-scale" in refused.stderr
+    assert not (tmp_path / "foreign").exists()
+    args = ("--out", tmp_path / "foreign", "--bootstrap", "0", "--pixel-scale", str(scale))
+    run("evaluate", run_dir, "--data", tmp_path / "Model_I", *args)
     foreign = json.loads((tmp_path / "foreign" / "metrics.json").read_text())
     assert foreign["data"]["layout"] == "class_folders"
     assert foreign["auc_macro"] == pytest.approx(own["auc_macro"], abs=1e-6)

@@ -25,8 +25,12 @@ def evaluate(
         str | None,
         typer.Option(help="Test-time augmentation: average predictions over the d2 or d4 transforms of each image."),
     ] = None,
+    pixel_scale: Annotated[
+        float | None, typer.Option(help="Pixel scale (arcsec) of --data that do not record theirs.")
+    ] = None,
 ) -> None:
-    """Metrics (with bootstrap intervals), figures (PNG+PDF) and an HTML report."""
+    """Metrics (with bootstrap intervals), figures (PNG+PDF) and an HTML report. Other data are
+    checked against the model's image contract and resampled or cut to it (said once)."""
     from deeplense.core.config import ConfigError
     from deeplense.data.base import DataFormatError
     from deeplense.evaluate.run import evaluate_run
@@ -34,9 +38,11 @@ def evaluate(
 
     quiet_lightning()
     try:
-        result = evaluate_run(run, data=data, out=out, split=split, n_boot=bootstrap, tta=tta)
+        result = evaluate_run(run, data=data, out=out, split=split, n_boot=bootstrap, tta=tta, pixel_scale=pixel_scale)
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    for note in result["metrics"]["data"].get("conformed", []):
+        typer.echo(f"note: {note}")
     typer.echo(headline_text(result["task"], result["metrics"]))
     typer.echo(f"report: {result['report']}")
 

@@ -35,6 +35,7 @@ app.command("predict")(predict.predict)
 app.command("export")(predict.export)
 app.add_typer(train.models_app, name="models")
 train.models_app.command("pretrained")(predict.pretrained)
+train.models_app.command("package")(predict.package)
 app.add_typer(predict.configs_app, name="configs")
 
 

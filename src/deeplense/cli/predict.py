@@ -123,3 +123,29 @@ def configs_show(name: Annotated[str, typer.Argument(help="A name from `deeplens
     from deeplense.configs import path_of
 
     typer.echo(path_of(name).read_text(), nl=False)
+
+
+def package(
+    run: Annotated[Path, typer.Argument(help="Run directory or checkpoint.")],
+    card: Annotated[
+        Path,
+        typer.Argument(
+            help="YAML with name, summary, commands, check (preset, n_per_class, seed), intended_use, limits."
+        ),
+    ],
+    root: Annotated[Path | None, typer.Option(help="Folder of pretrained models (default: the package's).")] = None,
+) -> None:
+    """Package a run as a shipped pretrained model: weights, config.json and a model card with its
+    test metric and a reproduction check (for maintainers)."""
+    from deeplense.core.config import ConfigError, check_keys, load_yaml
+    from deeplense.evaluate.package import package_run
+    from deeplense.models.hub import PRETRAINED_DIR
+
+    spec = load_yaml(card)
+    keys = {"name", "summary", "commands", "check", "intended_use", "limits"}
+    check_keys(spec, keys, str(card))
+    missing = sorted(keys - set(spec))
+    if missing:
+        raise ConfigError(str(card), f"missing {missing}")
+    folder = package_run(run, **{k: spec[k] for k in keys}, root=root or PRETRAINED_DIR)
+    typer.echo(f"wrote {folder}")

@@ -23,11 +23,14 @@ CONTRACT_VERSION = 1
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The network: a registered or timm backbone ``name`` with its ``kwargs``."""
+    """The network: a registered or timm backbone ``name`` with its ``kwargs``; ``pretrained``
+    as configured, and ``init``: what the weights were before training (``random``, ``timm``,
+    ``file:PATH``, or ``random (pretrained weights asked for, none available)``)."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: bool | str = False
+    init: str = "random"
 
 
 @dataclass(frozen=True)

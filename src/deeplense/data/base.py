@@ -95,3 +95,10 @@ class ImageSource:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, layout={self.layout}, n={len(self)}, classes={self.class_names})"
+
+
+def root_source(source: Any) -> Any:
+    """The reader under any class, split or index views."""
+    while hasattr(source, "parent"):
+        source = source.parent
+    return source

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from deeplense.core.config import ConfigError, load_yaml
 from deeplense.core.errors import DataFormatError
@@ -16,9 +17,14 @@ from deeplense.infer import Predictor, load_predictor
 __all__ = ["evaluate_run", "evaluation_data"]
 
 
-def evaluation_data(model: Predictor, run_dir: Path, data: str | Path | None, split: str | None) -> dict[str, Any]:
+def evaluation_data(
+    model: Predictor, run_dir: Path, data: str | Path | None, split: str | None, pixel_scale: float | None = None
+) -> dict[str, Any]:
     """Raw images and their truth (``label`` in the model's class order, ``target``) to evaluate
-    on, with provenance: the run's own split, or any data set."""
+    on, with provenance and one row of traceability per image (``trace``: file or data-set index,
+    and seed where simulated): the run's own split, or any data set, checked against the model's
+    image contract and conformed to it (:mod:`deeplense.infer.conform`; ``pixel_scale`` in arcsec
+    for data that do not record theirs)."""
     from deeplense.data.datasets import raw_split
     from deeplense.data.readers import open_dataset
     from deeplense.train.data import run_data
@@ -34,6 +40,7 @@ def evaluation_data(model: Predictor, run_dir: Path, data: str | Path | None, sp
             "images": images,
             "truth": {"label": labels, "target": targets},
             "provenance": {**contract.provenance.data, "split": split or "test"},
+            "trace": _trace(part.source) if getattr(part, "source", None) is not None else None,
         }
     source = open_dataset(data)
     stored = sorted(set(source.splits) - {""})
@@ -41,6 +48,7 @@ def evaluation_data(model: Predictor, run_dir: Path, data: str | Path | None, sp
         split = "test"
     if split is not None:
         source = source.subset(split)
+    source = model.task.usable_part(source, str(data))
     n = len(source)
     truth = model.task.truth_from_source(source, str(data))
     images = np.concatenate([source.images(np.arange(lo, min(lo + 256, n))) for lo in range(0, n, 256)])
@@ -54,7 +62,32 @@ def evaluation_data(model: Predictor, run_dir: Path, data: str | Path | None, sp
         raise ConfigError(
             "data", f"{data}: images have {images.shape[1]} band(s), the model was trained on {contract.input.in_chans}"
         )
-    return {"images": images, "truth": truth, "provenance": provenance}
+    images, notes = _conform(model, source, images, str(data), pixel_scale)
+    if notes:
+        provenance["conformed"] = notes
+    return {"images": images, "truth": truth, "provenance": provenance, "trace": _trace(source)}
+
+
+def _conform(
+    model: Predictor, source: Any, images: np.ndarray, where: str, pixel_scale: float | None
+) -> tuple[np.ndarray, list[str]]:
+    """The images checked against the model's image contract and brought to it."""
+    from deeplense.data.base import root_source
+    from deeplense.infer.conform import Conformer, ImageFacts
+
+    info = (getattr(root_source(source), "manifest", None) or {}).get("image", {})
+    units = info.get("pixel_units")
+    facts = ImageFacts(where, info.get("pixel_scale_arcsec"), units[0] if units else None)
+    conformer = Conformer(model.contract.input, pixel_scale=pixel_scale)
+    conformed = np.stack([conformer(image, facts)[0] for image in images])
+    return conformed, list(conformer.notes.values())
+
+
+def _trace(source: Any) -> pd.DataFrame:
+    """Where each image came from: its file (or data-set index) and seed where simulated."""
+    meta = source.metadata
+    columns = [c for c in ("file", "index", "seed") if c in meta]
+    return meta[columns].reset_index(drop=True)
 
 
 def evaluate_run(
@@ -64,6 +97,7 @@ def evaluate_run(
     split: str | None = None,
     n_boot: int = 1000,
     tta: str | None = None,
+    pixel_scale: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run (directory or checkpoint); writes metrics.json, the task's figures,
     predictions.csv and report.html.
@@ -76,7 +110,7 @@ def evaluate_run(
     model = load_predictor(run)
     run_files = RunDir(run_dir_of(run))
     out = Path(out) if out is not None else run_files.evaluation
-    got = evaluation_data(model, run_files.root, data, split)
+    got = evaluation_data(model, run_files.root, data, split, pixel_scale)
     pred = model.predict(got["images"], tta=tta)
     out.mkdir(parents=True, exist_ok=True)  # only once the data are known to be good
     task = model.task
@@ -86,7 +120,10 @@ def evaluate_run(
     metrics["test_time_augmentation"] = tta or "none"
     metrics["checkpoint"] = str(model.path)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    task.predictions_table(pred, got["truth"]).to_csv(out / "predictions.csv", index=False)
+    table = task.predictions_table(pred, got["truth"])
+    if got.get("trace") is not None and len(got["trace"]) == len(table):
+        table = pd.concat([got["trace"], table], axis=1)
+    table.to_csv(out / "predictions.csv", index=False)
     config = load_yaml(run_files.config) if run_files.config.exists() else {}
     report = write_html_report(
         out / "report.html",

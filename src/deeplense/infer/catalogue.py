@@ -143,14 +143,22 @@ def _write_parquet(table: pd.DataFrame, path: Path, metadata: dict[str, str]) ->
     pq.write_table(arrow, path)
 
 
+_TEXT = ("source", "hdu", "flag", "predicted")
+
+
+def _text_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as ``str``, empty where empty (every format reads back the same rows)."""
+    for column in _TEXT:
+        if column in table:
+            values = table[column].map(lambda v: v.decode() if isinstance(v, bytes) else v)
+            table[column] = values.where(values.notna(), "").astype(str)
+    return table
+
+
 def _read_rows(path: Path, comment: str | None = None) -> pd.DataFrame:
     """Rows of a CSV journal or catalogue: empty text columns stay text, empty numbers are NaN."""
-    text = {"source": str, "hdu": str, "flag": str, "predicted": str}
-    table = pd.read_csv(path, comment=comment, keep_default_na=False, na_values=[""], dtype=text)
-    for column in text:
-        if column in table:
-            table[column] = table[column].fillna("")
-    return table
+    dtype = dict.fromkeys(_TEXT, str)
+    return _text_columns(pd.read_csv(path, comment=comment, keep_default_na=False, na_values=[""], dtype=dtype))
 
 
 def read_catalogue(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -171,14 +179,10 @@ def read_catalogue(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
 
         meta = Table.read(path, hdu="METADATA")
         metadata = {str(k): str(v) for k, v in zip(meta["key"], meta["value"])}
-        table = Table.read(path, hdu="CATALOGUE").to_pandas()
-        for col in ("source", "hdu"):
-            if col in table and table[col].dtype == object:
-                table[col] = table[col].map(lambda v: v.decode() if isinstance(v, bytes) else v)
-        return table, metadata
+        return _text_columns(Table.read(path, hdu="CATALOGUE").to_pandas()), metadata
     import pyarrow.parquet as pq
 
     arrow = pq.read_table(path)
     raw: dict[bytes, bytes] = arrow.schema.metadata or {}
     metadata = {k.decode()[10:]: v.decode() for k, v in raw.items() if k.startswith(b"deeplense.")}
-    return arrow.to_pandas(), metadata
+    return _text_columns(arrow.to_pandas()), metadata

@@ -64,7 +64,7 @@ def _column_units(model: Predictor) -> dict[str, str]:
     return units
 
 
-def _rows(model: Predictor, batch: list[Cutout], pred: dict[str, np.ndarray] | None, flags: list[str]) -> pd.DataFrame:
+def _rows(model: Predictor, batch: list[Cutout], pred: dict[str, np.ndarray], flags: list[str]) -> pd.DataFrame:
     rows = pd.DataFrame(
         {
             "source": [c.source for c in batch],
@@ -76,7 +76,7 @@ def _rows(model: Predictor, batch: list[Cutout], pred: dict[str, np.ndarray] | N
             "flag": flags,
         }
     )
-    return pd.concat([rows, model.table(pred)], axis=1) if pred is not None else rows
+    return pd.concat([rows, model.table(pred)], axis=1)
 
 
 def predict_catalogue(
@@ -103,23 +103,24 @@ def predict_catalogue(
     conformer = Conformer(model.contract.input, pixel_scale=pixel_scale, pixel_units=pixel_units, nan=nan)
     summary = PredictSummary(Path(out), len(paths))
     said: set[str] = set()
-    images: list[np.ndarray] = []
-    batch: list[Cutout] = []
-    masked: list[Cutout] = []
+    pending: list[tuple[Cutout, np.ndarray | None]] = []  # in input order; None: masked (NaN pixels)
 
     def flush() -> None:
-        if batch:
-            pred = model.predict(np.stack(images), batch_size=batch_size, tta=tta)
-            writer.append(_rows(model, batch, pred, ["" for _ in batch]))
-            summary.written += len(batch)
-        if masked:
-            empty = {k: np.full((len(masked), *v.shape[1:]), np.nan, np.float32) for k, v in _blank(model).items()}
-            writer.append(_rows(model, masked, empty, ["nan_pixels" for _ in masked]))
-            summary.written += len(masked)
-            summary.flagged += len(masked)
-        images.clear()
-        batch.clear()
-        masked.clear()
+        if not pending:
+            return
+        good = [i for i, (_, image) in enumerate(pending) if image is not None]
+        if good:
+            got = model.predict(np.stack([pending[i][1] for i in good]), batch_size=batch_size, tta=tta)
+        else:
+            got = {k: v[:0] for k, v in _blank(model).items()}
+        pred = {k: np.full((len(pending), *v.shape[1:]), np.nan, np.float32) for k, v in got.items()}
+        for k, v in got.items():
+            pred[k][good] = v
+        flags = ["" if image is not None else "nan_pixels" for _, image in pending]
+        writer.append(_rows(model, [c for c, _ in pending], pred, flags))
+        summary.written += len(pending)
+        summary.flagged += len(pending) - len(good)
+        pending.clear()
 
     last_file = -1
     for number, cutout in iter_cutouts(paths, model.contract.input, hdu):
@@ -136,12 +137,8 @@ def predict_catalogue(
                 summary.notes.append(text)
                 if note is not None:
                     note(text)
-        if n_bad and nan == "mask":
-            masked.append(cutout)
-        else:
-            images.append(image)
-            batch.append(cutout)
-        if len(batch) + len(masked) >= batch_size:
+        pending.append((cutout, None if n_bad and nan == "mask" else image))
+        if len(pending) >= batch_size:
             flush()
     flush()
     if progress is not None:

@@ -109,6 +109,8 @@ def write_pretrained(
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"))
     (folder / "README.md").write_text(card)
+    for file in FILES:
+        (folder / file).chmod(0o644)
     manifest = {k: v for k, v in _manifest(root).items() if not k.startswith(f"{name}/")}
     manifest.update({f"{name}/{file}": sha256_of(folder / file) for file in FILES})
     (root / MANIFEST).write_text("".join(f"{digest}  {file}\n" for file, digest in sorted(manifest.items())))

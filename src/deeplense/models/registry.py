@@ -84,6 +84,8 @@ def create_backbone(
     path to a local ``.safetensors``/``.pth`` file.
     """
     local = pretrained if isinstance(pretrained, str | Path) and str(pretrained) not in ("", "False") else None
+    source = "random"  # what the weights are, recorded as `weights_source` on the module
+    unavailable = "random (pretrained weights asked for, none available)"
     if name in MODELS:
         model = MODELS.create(name, in_chans=in_chans, img_size=img_size, **kwargs)
         if pretrained is True:
@@ -92,11 +94,13 @@ def create_backbone(
                 PretrainedWeightsWarning,
                 stacklevel=2,
             )
+            source = unavailable
     else:
         want_hub = pretrained is True
         if want_hub:
             try:
                 model = _timm_backbone(name, in_chans, img_size, True, kwargs)
+                source = "timm"
             except Exception as exc:  # noqa: BLE001 - offline, not cached, or no weights for this name
                 offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
                 warnings.warn(
@@ -106,10 +110,12 @@ def create_backbone(
                     stacklevel=2,
                 )
                 model = _timm_backbone(name, in_chans, img_size, False, kwargs)
+                source = unavailable
         else:
             model = _timm_backbone(name, in_chans, img_size, False, kwargs)
     if local is not None:
         load_weights(model, local)
+    model.weights_source = f"file:{local}" if local is not None else source
     return model
 
 

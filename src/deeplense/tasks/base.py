@@ -148,6 +148,10 @@ class Task(nn.Module):
         """``label`` (in this model's class order) and ``target`` of an image source."""
         raise NotImplementedError
 
+    def usable_part(self, source: Any, where: str) -> Any:
+        """The part of an image source this task can be evaluated on (all of it by default)."""
+        return source
+
     def combine_members(
         self,
         preds: list[dict[str, np.ndarray]],

@@ -137,6 +137,25 @@ class Regression(Task):
         variances = torch.stack([v["sigma"] for v in views]) ** 2
         return {"mean": means.mean(0), "sigma": (variances.mean(0) + means.var(0, unbiased=False)).sqrt()}
 
+    def usable_part(self, source: Any, where: str) -> Any:
+        """The classes whose images all carry this model's targets (a DeepLense class-folder set
+        stores the axion mass only with its axion images)."""
+        from deeplense.data.views import ClassView
+
+        targets = self.contract.output.targets
+        meta = source.metadata
+        if not targets or any(t not in meta for t in targets):
+            return source  # target_table names the missing column
+        finite = np.isfinite(meta[list(targets)].to_numpy(np.float64)).all(axis=1)
+        keep = [
+            c
+            for i, c in enumerate(source.class_names)
+            if finite[source.labels == i].all() and (source.labels == i).any()
+        ]
+        if not keep:
+            raise ConfigError("data", f"{where}: no class has {targets} for every image")
+        return source if len(keep) == len(source.class_names) else ClassView(source, keep)
+
     def truth_from_source(self, source: Any, where: str) -> dict[str, np.ndarray]:
         from deeplense.data.datasets import target_table
 

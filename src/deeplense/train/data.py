@@ -11,6 +11,7 @@ import torch
 
 from deeplense.core.config import ConfigError, apply_overrides, load_yaml
 from deeplense.core.run_dir import RunDir
+from deeplense.data.base import root_source
 from deeplense.data.datasets import SimulatedImages, StoredImages
 from deeplense.data.transforms import Pipeline, build_pipeline
 
@@ -149,15 +150,8 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
             "task": task,
         },
         source=source,
-        image_info=_stored_image_info(_root_source(source), int(raw.shape[-1])),
+        image_info=_stored_image_info(root_source(source), int(raw.shape[-1])),
     )
-
-
-def _root_source(source: Any) -> Any:
-    """The reader under any class, split or index views."""
-    while hasattr(source, "parent"):
-        source = source.parent
-    return source
 
 
 def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:

@@ -164,7 +164,15 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     data = build_data(config)  # bad data stop the run here, before a run directory exists
     TASKS.get(config["task"]).check_data(data)
     contract = build_contract(config, data).to_dict()
+    rng_state = torch.random.get_rng_state()
     module = _build_module(contract, cfg)  # so do unknown models and bad weight files
+    init = getattr(module.task.net.backbone, "weights_source", "random")
+    if init != contract["model"]["init"]:  # record what happened, not what was asked for
+        contract["model"]["init"] = init
+        if init.startswith("random"):
+            contract["model"]["pretrained"] = False
+        torch.random.set_rng_state(rng_state)  # the same initial weights as without the request
+        module = _build_module(contract, cfg)
     if run_dir is None:
         run_dir = planned
         _clear_unstarted(RunDir(run_dir))
