@@ -300,3 +300,27 @@ def test_export_to_onnx_and_torchscript_with_parity(cls, tiny_runs, tmp_path):
     )
     refused = run("predict", tmp_path / "torchscript", tmp_path / "in", "--out", tmp_path / "ts.csv", check=False)
     assert refused.returncode == 2 and "TorchScript files hold code" in refused.stderr
+
+
+def test_images_unlike_the_training_images_are_flagged_and_evaluate_refuses_them(cls, tiny_runs, tmp_path):
+    model, images = cls
+    assert model.contract.input.domain["n"] == 18  # the statistics of every training image
+    assert model.in_domain(images).mean() > 0.5
+    sky = images.max() * 3 * np.linspace(0, 1, 16, dtype=np.float32)[None, None, :, None]  # a bright sky gradient
+    write_cutouts(tmp_path / "odd", images + sky)
+    result = run("predict", tiny_runs["cls"], tmp_path / "odd", "--out", tmp_path / "odd.csv")
+    assert f"{len(images)} flagged outside_training_domain" in result.stdout
+    assert (read_catalogue(tmp_path / "odd.csv")[0]["flag"] == "outside_training_domain").all()
+    # the same lenses under that sky, as a class-folder data set: evaluate refuses to score them
+    source = deeplense.open_dataset(model.contract.provenance.data["path"], split="test")
+    for k, image in enumerate(images + sky):
+        folder = tmp_path / "odd_set" / source.class_names[source.labels[k]]
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"img_{k}.npy", image[0])
+    args = ("evaluate", tiny_runs["cls"], "--data", tmp_path / "odd_set", "--pixel-scale", str(SCALE))
+    refused = run(*args, "--out", tmp_path / "ev", check=False)
+    expected = f"{len(images)} of {len(images)} images lie outside the domain of the model's training images"
+    assert refused.returncode == 2 and expected in refused.stderr, refused.stderr
+    assert "--allow-out-of-domain" in refused.stderr and not (tmp_path / "ev").exists()
+    run(*args, "--out", tmp_path / "ev", "--allow-out-of-domain")
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["data"]["outside_training_domain"] == 1.0

@@ -4,7 +4,6 @@ FITS cutouts with a WCS, through `deeplense predict` and the shipped HST-like le
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -38,7 +37,9 @@ def test_the_hst_lens_finder_scores_most_real_xdf_cutouts_low(tmp_path, capsys):
             expected[str(path)] = w.pixel_to_world_values((TILE - 1) / 2, (TILE - 1) / 2)
     result = run("predict", "lens_finder_hst", tmp_path / "xdf", "--out", tmp_path / "xdf.fits")
     assert "resampled from 0.14 to the model's 0.05 arcsec/pixel" in result.stderr
-    assert "95x95 pixel images padded with the border median to the model's 96x96" in result.stderr  # 34 x 0.14" = 95.2 x 0.05"
+    assert (
+        "95x95 pixel images padded with the border median to the model's 96x96" in result.stderr
+    )  # 34 x 0.14" = 95.2 x 0.05"
     table, meta = read_catalogue(tmp_path / "xdf.fits")
     assert meta["model"] == "lens_finder_hst" and len(table) == len(expected)
     assert set(table["source"]) == set(expected)

@@ -28,6 +28,9 @@ def evaluate(
     pixel_scale: Annotated[
         float | None, typer.Option(help="Pixel scale (arcsec) of --data that do not record theirs.")
     ] = None,
+    allow_out_of_domain: Annotated[
+        bool, typer.Option(help="Evaluate even data mostly unlike the model's training images.")
+    ] = False,
 ) -> None:
     """Metrics (with bootstrap intervals), figures (PNG+PDF) and an HTML report. Other data are
     checked against the model's image contract and resampled or cut to it (said once)."""
@@ -38,7 +41,16 @@ def evaluate(
 
     quiet_lightning()
     try:
-        result = evaluate_run(run, data=data, out=out, split=split, n_boot=bootstrap, tta=tta, pixel_scale=pixel_scale)
+        result = evaluate_run(
+            run,
+            data=data,
+            out=out,
+            split=split,
+            n_boot=bootstrap,
+            tta=tta,
+            pixel_scale=pixel_scale,
+            allow_out_of_domain=allow_out_of_domain,
+        )
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
     for note in result["metrics"]["data"].get("conformed", []):

@@ -62,6 +62,11 @@ def predict(
         )
     done = f"; {summary.skipped} found done by an earlier run" if summary.skipped else ""
     flagged = f"; {summary.flagged} flagged (NaN pixels, not predicted)" if summary.flagged else ""
+    if summary.outside:
+        flagged += (
+            f"; {summary.outside} flagged outside_training_domain (unlike the training images after the "
+            "model's transforms: treat their scores with caution)"
+        )
     typer.echo(
         f"wrote {summary.out}: {summary.written + summary.skipped} rows from {summary.n_files} file(s){done}{flagged}"
     )

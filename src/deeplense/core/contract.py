@@ -37,7 +37,9 @@ class ModelSpec:
 class InputSpec:
     """What images the network expects: ``in_chans`` bands of ``img_size`` pixels after the
     ``transforms`` (evaluation mode, fitted statistics included) are applied to raw pixels in
-    ``pixel_units`` sampled at ``pixel_scale_arcsec`` (arcsec/pixel; ``None``: not recorded)."""
+    ``pixel_units`` sampled at ``pixel_scale_arcsec`` (arcsec/pixel; ``None``: not recorded).
+    ``domain``: the range of the training images' statistics after the transforms
+    (:mod:`deeplense.data.domain`; ``None`` for models trained before it was recorded)."""
 
     in_chans: int
     img_size: int
@@ -46,6 +48,7 @@ class InputSpec:
     pixel_scale_arcsec: float | None = None
     pixel_units: list[str] | None = None
     raw_size: int | None = None
+    domain: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

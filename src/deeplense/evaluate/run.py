@@ -18,13 +18,20 @@ __all__ = ["evaluate_run", "evaluation_data"]
 
 
 def evaluation_data(
-    model: Predictor, run_dir: Path, data: str | Path | None, split: str | None, pixel_scale: float | None = None
+    model: Predictor,
+    run_dir: Path,
+    data: str | Path | None,
+    split: str | None,
+    pixel_scale: float | None = None,
+    allow_out_of_domain: bool = False,
 ) -> dict[str, Any]:
     """Raw images and their truth (``label`` in the model's class order, ``target``) to evaluate
     on, with provenance and one row of traceability per image (``trace``: file or data-set index,
     and seed where simulated): the run's own split, or any data set, checked against the model's
     image contract and conformed to it (:mod:`deeplense.infer.conform`; ``pixel_scale`` in arcsec
-    for data that do not record theirs)."""
+    for data that do not record theirs). Data of which most images lie outside the domain of the
+    model's training images (:mod:`deeplense.data.domain`) are refused unless
+    ``allow_out_of_domain``."""
     from deeplense.data.datasets import raw_split
     from deeplense.data.readers import open_dataset
     from deeplense.train.data import run_data
@@ -65,6 +72,7 @@ def evaluation_data(
     images, notes = _conform(model, source, images, str(data), pixel_scale)
     if notes:
         provenance["conformed"] = notes
+    _check_domain(model, images, str(data), provenance, allow_out_of_domain)
     return {"images": images, "truth": truth, "provenance": provenance, "trace": _trace(source)}
 
 
@@ -83,6 +91,26 @@ def _conform(
     return conformed, list(conformer.notes.values())
 
 
+def _check_domain(model: Predictor, images: np.ndarray, where: str, provenance: dict, allow: bool) -> None:
+    """Record the fraction of images outside the training domain; refuse data mostly outside it."""
+    from deeplense.data.domain import describe_outside, inside_domain
+
+    domain = model.contract.input.domain
+    if domain is None:
+        return
+    statistics = model.statistics(images)
+    outside = ~inside_domain(statistics, domain)
+    provenance["outside_training_domain"] = float(outside.mean())
+    if outside.mean() > 0.5 and not allow:
+        raise ConfigError(
+            "data",
+            f"{where}: {int(outside.sum())} of {len(images)} images lie outside the domain of the model's training "
+            f"images ({describe_outside(statistics, domain)}, after the model's transforms): another instrument, "
+            "noise or pixel scale than it was trained on, so its metrics here would not mean what they seem; "
+            "pass --allow-out-of-domain to evaluate anyway",
+        )
+
+
 def _trace(source: Any) -> pd.DataFrame:
     """Where each image came from: its file (or data-set index) and seed where simulated."""
     meta = source.metadata
@@ -98,6 +126,7 @@ def evaluate_run(
     n_boot: int = 1000,
     tta: str | None = None,
     pixel_scale: float | None = None,
+    allow_out_of_domain: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run (directory or checkpoint); writes metrics.json, the task's figures,
     predictions.csv and report.html.
@@ -110,7 +139,7 @@ def evaluate_run(
     model = load_predictor(run)
     run_files = RunDir(run_dir_of(run))
     out = Path(out) if out is not None else run_files.evaluation
-    got = evaluation_data(model, run_files.root, data, split, pixel_scale)
+    got = evaluation_data(model, run_files.root, data, split, pixel_scale, allow_out_of_domain)
     pred = model.predict(got["images"], tta=tta)
     out.mkdir(parents=True, exist_ok=True)  # only once the data are known to be good
     task = model.task

@@ -130,6 +130,29 @@ class Predictor:
                 out.setdefault(k, []).append(v.cpu().numpy())
         return {k: np.concatenate(v) for k, v in out.items()}
 
+    @torch.no_grad()
+    def in_domain(self, images: np.ndarray) -> np.ndarray | None:
+        """Per raw image at the model's size: whether it lies within the training images' domain
+        (:mod:`deeplense.data.domain`); ``None`` for models that do not record one."""
+        from deeplense.data.domain import inside_domain
+
+        domain = self.contract.input.domain
+        if domain is None:
+            return None
+        return inside_domain(self.statistics(images), domain)
+
+    @torch.no_grad()
+    def statistics(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The domain statistics of raw images at the model's size, as the network sees them."""
+        from deeplense.data.domain import image_statistics
+
+        batch = self.as_batch(images)
+        parts = [
+            image_statistics(self.pipeline(torch.as_tensor(batch[lo : lo + batch_size])))
+            for lo in range(0, len(batch), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 3))
+
     def table(self, pred: dict[str, np.ndarray]) -> pd.DataFrame:
         """The task's columns for predictions without truth (class probabilities and the predicted
         class, or mean and sigma per target)."""

@@ -25,13 +25,15 @@ __all__ = ["PredictSummary", "predict_catalogue", "catalogue_metadata"]
 
 @dataclass
 class PredictSummary:
-    """What a ``predict`` run did: rows written now, rows found done, flagged rows, notes."""
+    """What a ``predict`` run did: rows written now, rows found done, rows not predicted (NaN
+    pixels), rows flagged outside the training images' domain, notes."""
 
     out: Path
     n_files: int
     written: int = 0
     skipped: int = 0
     flagged: int = 0
+    outside: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -109,14 +111,21 @@ def predict_catalogue(
         if not pending:
             return
         good = [i for i, (_, image) in enumerate(pending) if image is not None]
-        if good:
-            got = model.predict(np.stack([pending[i][1] for i in good]), batch_size=batch_size, tta=tta)
+        stack = np.stack([image for _, image in pending if image is not None]) if good else None
+        if stack is not None:
+            got = model.predict(stack, batch_size=batch_size, tta=tta)
         else:
             got = {k: v[:0] for k, v in _blank(model).items()}
         pred = {k: np.full((len(pending), *v.shape[1:]), np.nan, np.float32) for k, v in got.items()}
         for k, v in got.items():
             pred[k][good] = v
         flags = ["" if image is not None else "nan_pixels" for _, image in pending]
+        inside = model.in_domain(stack) if stack is not None else None
+        if inside is not None:
+            for i, ok in zip(good, inside):
+                if not ok:
+                    flags[i] = "outside_training_domain"
+                    summary.outside += 1
         writer.append(_rows(model, [c for c, _ in pending], pred, flags))
         summary.written += len(pending)
         summary.flagged += len(pending) - len(good)

@@ -1,6 +1,6 @@
 """Physical subhalo populations: CDM, WDM (half-mode suppression) and SIDM (cored, collapsing).
 
-PHYSICS.md section 2. The three share one CDM draw (mass function, Poisson number, positions,
+docs/physics.md, Dark-matter populations. The three share one CDM draw (mass function, Poisson number, positions,
 concentrations) and differ where the dark matter does, so a WDM image with m_hm -> 0 or an SIDM
 image with sigma/m -> 0 is the CDM image of the same seed. Formulas and their sources are in
 :mod:`deeplense.sim.halos`.
@@ -28,7 +28,7 @@ _MIN_CORE = 1e-7  # r_core / r_s of a coreless pseudo-NFW, pyHalo's floor
 
 @POPULATIONS.register("cdm")
 class PhysicalCDM(Population):
-    """Cold-dark-matter subhalos with a power-law mass function (PHYSICS.md section 2).
+    """Cold-dark-matter subhalos with a power-law mass function (docs/physics.md, Dark-matter populations).
 
     dN/dm proportional to m**slope on [m_min, m_max] (M_200c, M_sun). The mean number inside the
     rendering radius r_max comes from ``n_mean`` or from ``f_sub``, the projected mass fraction in

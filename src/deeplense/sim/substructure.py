@@ -84,7 +84,7 @@ class NoSubstructure(Population):
 
 @POPULATIONS.register("deeplense_cdm")
 class DeepLenseCDM(Population):
-    """Point-mass subhalos as in the public DeepLense sets (``cdm`` class, PHYSICS.md section 1).
+    """Point-mass subhalos as in the public DeepLense sets (``cdm`` class, docs/physics.md, Presets).
 
     Exactly ``n_sub`` subhalos (the generator's Poisson draw is ignored there too); masses by
     inverse CDF from dN/dm proportional to m**slope (the released data follow slope -0.9 although the

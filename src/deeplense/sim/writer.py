@@ -236,7 +236,10 @@ def write_dataset(
         if config_file.exists():
             stored = load_yaml(config_file)
             existing = {**resolved_sim(stored), "dataset": stored.get("dataset")}
-            diff = _first_difference(existing, json.loads(json.dumps(resolved)))
+            wanted = json.loads(json.dumps(resolved))
+            for config in (existing, wanted):  # prose: rewording a preset's description changes no image
+                config.pop("description", None)
+            diff = _first_difference(existing, wanted)
             if diff:
                 raise ConfigError(diff, f"{root} holds a different data set (this key differs); use another --out")
         else:

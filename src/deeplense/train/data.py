@@ -72,6 +72,16 @@ def _fit_statistics(pipeline: Pipeline, fetch, n: int) -> None:
     pipeline.fit_statistics(batches)
 
 
+def _fit_domain(eval_pipe: Pipeline, fetch, n: int, seed: int) -> dict[str, Any]:
+    """The domain of (up to 1024) training images as the network sees them (:mod:`deeplense.data.domain`)."""
+    from deeplense.data.domain import fit_domain, image_statistics
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD0]))
+    idx = np.sort(rng.permutation(n)[:1024])
+    stats = [image_statistics(eval_pipe(torch.as_tensor(fetch(idx[lo : lo + 256])))) for lo in range(0, len(idx), 256)]
+    return fit_domain(np.concatenate(stats))
+
+
 def build_data(config: dict[str, Any], progress=None) -> TrainingData:
     """Datasets of a run (``TrainingData.save_split`` writes the split used)."""
     data, seed = config["data"], int(config["train"]["seed"])
@@ -119,6 +129,7 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
         )
         train = IndexView(train, keep)
     _fit_statistics(pipeline, train.images, len(train))
+    domain = _fit_domain(eval_pipe, train.images, len(train), seed)
     raw = train.images([0])
     probe = eval_pipe(torch.as_tensor(raw))
     datasets = {
@@ -150,7 +161,7 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
             "task": task,
         },
         source=source,
-        image_info=_stored_image_info(root_source(source), int(raw.shape[-1])),
+        image_info={**_stored_image_info(root_source(source), int(raw.shape[-1])), "domain": domain},
     )
 
 
@@ -209,6 +220,7 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
             "pixel_scale_arcsec": inst.pixel_scale,
             "pixel_units": [b.noise.pixel_unit for b in inst.bands],
             "raw_size": inst.size,
+            "domain": _fit_domain(eval_pipe, train.raw_images, len(train), seed),
         },
     )
 

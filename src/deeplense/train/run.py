@@ -124,6 +124,7 @@ def build_contract(config: dict[str, Any], data: TrainingData) -> ModelContract:
             pixel_scale_arcsec=data.image_info.get("pixel_scale_arcsec"),
             pixel_units=data.image_info.get("pixel_units"),
             raw_size=data.image_info.get("raw_size"),
+            domain=data.image_info.get("domain"),
         ),
         output=task.output_spec(data),
         provenance=Provenance(deeplense_version=__version__, data=data.provenance, class_counts=data.class_counts),
