@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,14 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache  # layers import only downward (contracts in pyproject.toml)
 	$(BIN)/mypy  # types of the core, data, models, tasks and inference layers
 
-test: $(STAMP) lint
+docs: $(STAMP)  # the site and its API reference, warnings as errors
+	$(BIN)/mkdocs build --strict --quiet
+
+test: $(STAMP) lint docs
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache site

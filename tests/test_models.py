@@ -120,8 +120,31 @@ def test_pretrained_without_weights_warns_and_initialises_randomly(monkeypatch):
     ):
         model = create_backbone("resnet18", in_chans=1, pretrained=True)
     assert model.num_features == 512
+    assert model.weights_source == "random (pretrained weights asked for, none available)"
     with pytest.warns(PretrainedWeightsWarning, match="small_cnn: no published weights"):
-        create_backbone("small_cnn", pretrained=True)
+        assert create_backbone("small_cnn", pretrained=True).weights_source.startswith("random (")
+    assert create_backbone("small_cnn").weights_source == "random"
+
+
+def test_a_run_records_random_initialisation_when_pretrained_weights_are_missing(tiny_dataset, tmp_path):
+    """`model.pretrained: true` with no weights available is recorded as what happened."""
+    import json
+
+    from deeplense.train.config import resolve_config
+    from deeplense.train.run import train
+
+    config = {
+        "task": "classification",
+        "data": {"path": str(tiny_dataset), "transforms": ["minmax"]},
+        "model": {"name": "small_cnn", "kwargs": {"widths": [4, 8]}, "pretrained": True},
+        "train": {"epochs": 1, "batch_size": 6, "threads": 1},
+        "logging": {"progress_bar": False},
+        "run": {"dir": str(tmp_path), "name": "asked"},
+    }
+    with pytest.warns(PretrainedWeightsWarning):
+        train(resolve_config(config))
+    model = json.loads((tmp_path / "asked" / "contract.json").read_text())["model"]
+    assert model["pretrained"] is False and model["init"] == "random (pretrained weights asked for, none available)"
 
 
 def test_local_weight_files_load_with_band_adaptation(tmp_path):

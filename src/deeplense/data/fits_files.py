@@ -108,7 +108,7 @@ def _scan(path: str | Path, max_bytes: int, take, fits) -> None:  # type: ignore
             truncated = [w for w in caught if "truncated" in str(w.message)]
             if truncated:  # astropy would pad the missing pixels with zeros
                 raise ValueError(f"truncated: {truncated[0].message}")
-    except (OSError, TypeError, KeyError, IndexError, EOFError) as exc:
+    except (OSError, TypeError, KeyError, IndexError, EOFError, fits.verify.VerifyError) as exc:
         raise ValueError(f"cannot read FITS ({exc})") from None
     except ValueError as exc:
         known = "declares" in str(exc) or str(exc).startswith("truncated")
