@@ -162,3 +162,51 @@ def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path):
     second = run("demo", "--out", tmp_path / "demo", "--n-per-class", "40", "--epochs", "1")
     assert "0 rendered now, 120 reused" in second.stdout and "reuse the trained model" in second.stdout
     assert json.loads((tmp_path / "demo" / "headline.json").read_text())["test_auc_macro"] == headline["test_auc_macro"]
+
+
+def test_class_names_mean_the_same_in_every_layout(tmp_path):
+    """A lens finder trained on the lens_finding preset (non_lens, lens) reads DeepLense
+    lens-finding folders (nonlenses, lenses) directly."""
+    import deeplense
+
+    model = deeplense.from_pretrained("lens_finder_lsst")
+    assert model.contract.output.class_names == ["non_lens", "lens"]
+    for k, folder in enumerate(["lenses", "nonlenses", "lenses"]):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        np.save(tmp_path / folder / f"img_{k}.npy", np.zeros((3, 64, 64), np.float32))
+    source = open_dataset(tmp_path)
+    truth = model.task.truth_from_source(source, str(tmp_path))
+    expected = [
+        model.contract.output.class_names.index("lens" if c == "lens" else "non_lens")
+        for c in source.metadata["class_name"]
+    ]
+    assert truth["label"].tolist() == expected and sorted(expected) == [0, 1, 1]
+
+
+def test_a_regressor_evaluates_a_class_folder_set_on_the_classes_with_its_target(tiny_runs, tmp_path):
+    from deeplense.infer import load_predictor
+
+    model = load_predictor(tiny_runs["reg"])
+    source = open_dataset(json.loads((tiny_runs["cls"] / "contract.json").read_text())["provenance"]["data"]["path"])
+    axion = []
+    for i in range(len(source)):
+        name = source.class_names[source.labels[i]]
+        folder = tmp_path / "Model_I" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        image = source.image(i)[0].astype(np.float64)
+        if name == "axion":  # the released files: [image, m_a in eV] object arrays
+            pair = np.empty(2, dtype=object)
+            pair[0], pair[1] = image, 10 ** float(source.metadata["substructure.log10_m_a"].iloc[i])
+            np.save(folder / f"img_{i}.npy", pair, allow_pickle=True)
+            axion.append(i)
+        else:
+            np.save(folder / f"img_{i}.npy", image)
+    args = ("--out", tmp_path / "ev", "--bootstrap", "0", "--pixel-scale", "0.2")
+    run("evaluate", tiny_runs["reg"], "--data", tmp_path / "Model_I", *args)
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["data"]["n"] == len(axion) == 12
+    pred = model.predict(source.images(np.array(axion)))["mean"][:, 0]
+    truth = source.metadata["substructure.log10_m_a"].to_numpy()[axion]
+    assert metrics["substructure.log10_m_a"]["mae"] == pytest.approx(np.abs(pred - truth).mean(), abs=1e-5)
+    table = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    assert table["file"].str.contains("/axion/").all() and len(table) == len(axion)
