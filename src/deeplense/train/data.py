@@ -72,6 +72,12 @@ def _fit_statistics(pipeline: Pipeline, fetch, n: int) -> None:
     pipeline.fit_statistics(batches)
 
 
+def _preset_of(source: Any) -> dict[str, Any]:
+    """The preset and seed a deeplense data set was simulated with (nothing for other layouts)."""
+    manifest = getattr(source, "manifest", None) or {}
+    return {k: manifest[k] for k in ("preset", "seed") if manifest.get(k) is not None}
+
+
 def _fit_domain(eval_pipe: Pipeline, fetch, n: int, seed: int) -> dict[str, Any]:
     """The domain of (up to 1024) training images as the network sees them (:mod:`deeplense.data.domain`)."""
     from deeplense.data.domain import fit_domain, image_statistics
@@ -159,6 +165,7 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
             "sizes": {k: (len(v) if v is not None else 0) for k, v in datasets.items()},
             "bad_files_skipped": skipped,
             "task": task,
+            **_preset_of(root_source(source)),
         },
         source=source,
         image_info={**_stored_image_info(root_source(source), int(raw.shape[-1])), "domain": domain},
