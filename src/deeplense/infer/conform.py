@@ -109,7 +109,8 @@ def _same_units(a: str, b: str) -> bool:
 
 
 class Conformer:
-    """Checks and conforms images to a model's input spec (see the module docstring)."""
+    """Checks and conforms images to a model's input spec (see the module docstring);
+    ``check_units=False`` for inputs that carry no units (arrays handed over in Python)."""
 
     def __init__(
         self,
@@ -117,6 +118,7 @@ class Conformer:
         pixel_scale: float | None = None,
         pixel_units: str | None = None,
         nan: str = "refuse",
+        check_units: bool = True,
     ):
         if nan not in NAN_POLICIES:
             raise ValueError(f"nan must be one of {NAN_POLICIES}, got {nan!r}")
@@ -124,7 +126,7 @@ class Conformer:
             raise ValueError(f"pixel_scale must be in (0, 100) arcsec, got {pixel_scale}")
         self.spec, self.nan = spec, nan
         self.pixel_scale, self.pixel_units = pixel_scale, pixel_units
-        self.unit_free = scale_free(spec.transforms)
+        self.check_units = check_units and not scale_free(spec.transforms)
         self.notes: dict[str, str] = {}
 
     def _note(self, kind: str, text: str) -> None:
@@ -168,7 +170,7 @@ class Conformer:
     def _check_units(self, facts: ImageFacts) -> None:
         model_units = self.spec.pixel_units[0] if self.spec.pixel_units else None
         given = self.pixel_units or facts.units
-        if self.unit_free or model_units is None:
+        if not self.check_units or model_units is None:
             return
         if given is None:
             raise DataFormatError(

@@ -79,22 +79,19 @@ class Predictor:
             raise ValueError(f"images of shape {array.shape}: the model reads C = {spec.in_chans} band(s)")
         return array.astype(np.float32, copy=False)
 
-    def conform(
-        self, batch: np.ndarray, pixel_scale: float | None, nan: str = "refuse", where: str = "images"
-    ) -> np.ndarray:
+    def conform(self, batch: np.ndarray, pixel_scale: float | None, where: str = "images") -> np.ndarray:
         """Bring a batch to the model's pixel scale and raw size (see :mod:`deeplense.infer.conform`);
-        different sizes with no ``pixel_scale`` are refused rather than guessed."""
+        different sizes with no ``pixel_scale`` are refused rather than guessed, and so are NaNs."""
         spec = self.contract.input
         same_size = spec.raw_size is None or batch.shape[-2:] == (spec.raw_size, spec.raw_size)
-        if pixel_scale is None and same_size and nan == "refuse" and np.isfinite(batch).all():
+        if pixel_scale is None and same_size and np.isfinite(batch).all():
             return batch
         if pixel_scale is None and not same_size and spec.pixel_scale_arcsec is not None:
             raise ValueError(
                 f"{where}: {batch.shape[-2]}x{batch.shape[-1]} pixel images; the model reads {spec.raw_size}x"
                 f"{spec.raw_size} pixels of {spec.pixel_scale_arcsec:g} arcsec: pass pixel_scale= (arcsec/pixel)"
             )
-        conformer = Conformer(spec, pixel_scale=pixel_scale, nan="fill" if nan == "mask" else nan)
-        conformer.unit_free = True  # arrays carry no units: the caller vouches for them
+        conformer = Conformer(spec, pixel_scale=pixel_scale, check_units=False)
         out = np.stack([conformer(image, ImageFacts(f"{where}[{i}]"))[0] for i, image in enumerate(batch)])
         for note in conformer.notes.values():
             warnings.warn(f"{where}: {note}", stacklevel=3)
