@@ -60,3 +60,18 @@ def test_cli_lists_pretrained_models_and_shipped_configs(tmp_path):
     assert shown == (CONFIG_DIR / "lens_finding_hst.yaml").read_text()
     missing = run("configs", "show", "nope", check=False)
     assert missing.returncode == 2 and "no shipped config 'nope'" in missing.stderr
+
+
+def test_a_shipped_model_exports_to_onnx_for_other_pipelines(tmp_path):
+    """Parity on its card's regenerated check set, and the export predicts what torch does."""
+    import json
+
+    import numpy as np
+
+    result = run("export", "lens_finder_lsst", "--out", tmp_path / "onnx", "--n-parity", 64)
+    assert float(result.stdout.strip().split("max |difference| = ")[1]) < 1e-5
+    assert json.loads((tmp_path / "onnx" / "contract.json").read_text())["input"]["bands"] == ["g", "r", "i"]
+    images = np.random.default_rng(5).normal(0.1, 0.05, (4, 3, 64, 64)).astype(np.float32)
+    torch_probs = deeplense.from_pretrained("lens_finder_lsst").predict(images)["probs"]
+    onnx_probs = deeplense.load_predictor(tmp_path / "onnx").predict(images)["probs"]
+    assert np.allclose(onnx_probs, torch_probs, atol=1e-5)

@@ -73,27 +73,43 @@ def predict(
 
 
 def export(
-    run: Annotated[Path, typer.Argument(help="Run directory or checkpoint.")],
+    run: Annotated[str, typer.Argument(help="Run directory, checkpoint, or a shipped pretrained model's name.")],
     format_: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
-    out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/export_FORMAT).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write (default: RUN/export_FORMAT, or NAME_FORMAT here).")
+    ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Images for the parity check (default: the run's own test split).")
+        Path | None,
+        typer.Option(
+            help="Images for the parity check (default: the run's test split, or the model card's check set)."
+        ),
     ] = None,
     n_parity: Annotated[int, typer.Option(help="Images in the parity check.")] = 256,
 ) -> None:
-    """Export a trained model (ONNX or TorchScript) with its contract, checked against torch."""
+    """Export a trained model (ONNX or TorchScript) with its contract, checked against torch on
+    real images."""
+    import tempfile
+
     import numpy as np
 
     from deeplense.core.run_dir import run_dir_of
+    from deeplense.evaluate.package import simulate_check_set
     from deeplense.evaluate.run import evaluation_data
     from deeplense.infer import load_predictor
     from deeplense.infer.export import export_model
+    from deeplense.models.hub import list_pretrained, read_pretrained
 
     predictor = load_predictor(run)
-    got = evaluation_data(predictor, run_dir_of(run), data, None)
-    images = np.asarray(got["images"][:n_parity])
-    target = out or run_dir_of(run) / f"export_{format_}"
-    meta = export_model(predictor, format_, target, images)
+    with tempfile.TemporaryDirectory(prefix="deeplense-export-") as tmp:
+        if not Path(run).exists() and run in list_pretrained():
+            target = out or Path(f"{run}_{format_}")
+            source = data or simulate_check_set(read_pretrained(run)[0].config["check_recipe"], Path(tmp) / "check")
+            got = evaluation_data(predictor, Path(tmp), source, None)
+        else:
+            target = out or run_dir_of(run) / f"export_{format_}"
+            got = evaluation_data(predictor, run_dir_of(run), data, None)
+        images = np.asarray(got["images"][:n_parity])
+        meta = export_model(predictor, format_, target, images)
     typer.echo(
         f"wrote {target} ({meta['format']}); parity with torch on {meta['parity_images']} real images: "
         f"max |difference| = {meta['parity_max_abs_diff']:.3g}"
