@@ -9,6 +9,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,12 +38,13 @@ def _declared_bytes(header) -> int:  # type: ignore[no-untyped-def]
 
 @dataclass
 class FitsImage:
-    """One image HDU: its number, its ``EXTNAME`` (``""`` for none), its pixels and its header."""
+    """One image HDU: its number, its ``EXTNAME`` (``""`` for none), its pixels and its header
+    (an ``astropy.io.fits.Header``, read as a mapping)."""
 
     number: int
     name: str
     data: np.ndarray
-    header: dict = field(default_factory=dict)
+    header: Any = field(default_factory=dict)
 
 
 def read_fits_images(
@@ -50,7 +52,7 @@ def read_fits_images(
 ) -> list[FitsImage]:
     """Every image HDU with data (or only ``hdu``, a number or an ``EXTNAME``), with the checks of
     :func:`read_fits`; ``ValueError`` (message without the path) when unreadable or when ``hdu``
-    is not there. Headers come back as plain ``{keyword: value}`` dictionaries."""
+    is not there."""
     from astropy.io import fits
 
     found: list[FitsImage] = []
@@ -59,8 +61,7 @@ def read_fits_images(
         name = str(item.header.get("EXTNAME", "")).strip()
         wanted = hdu is None or (str(hdu).isdigit() and int(hdu) == number) or name.upper() == str(hdu).upper()
         if wanted and item.is_image and item.data is not None and item.data.size:
-            header = {str(k): v for k, v in item.header.items() if k not in ("COMMENT", "HISTORY", "")}
-            found.append(FitsImage(number, name, np.array(item.data), header))
+            found.append(FitsImage(number, name, np.array(item.data), item.header))
 
     _scan(path, max_bytes, take, fits)
     if hdu is not None and not found:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def header_facts(header: dict[str, Any], where: str) -> tuple[ImageFacts, float, float]:
+def header_facts(header: Mapping[str, Any], where: str) -> tuple[ImageFacts, float, float]:
     """Pixel scale (arcsec, from the WCS's CD/CDELT/PC or a PIXSCALE keyword), ``BUNIT``, and the
     RA/Dec (deg) of the image centre where the header has a celestial WCS."""
     scale: float | None = None
@@ -99,10 +99,11 @@ def header_facts(header: dict[str, Any], where: str) -> tuple[ImageFacts, float,
                 warnings.simplefilter("ignore", FITSFixedWarning)
                 wcs = WCS(header, naxis=2)
             if wcs.has_celestial:
-                scales = proj_plane_pixel_scales(wcs.celestial) * 3600.0
+                sky = wcs if wcs.wcs.lng == 0 and wcs.wcs.lat == 1 else wcs.celestial  # one sub-WCS at most
+                scales = proj_plane_pixel_scales(sky) * 3600.0
                 if np.all(np.isfinite(scales)) and scales[0] > 0:
                     scale = float(np.sqrt(scales[0] * scales[1]))
-                world = wcs.celestial.pixel_to_world_values((naxis1 - 1) / 2.0, (naxis2 - 1) / 2.0)
+                world = sky.pixel_to_world_values((naxis1 - 1) / 2.0, (naxis2 - 1) / 2.0)
                 ra, dec = float(world[0]), float(world[1])
             elif "CDELT1" in header and str(header.get("CUNIT1", "")).strip().lower() == "arcsec":
                 scale = abs(float(header["CDELT1"]))
