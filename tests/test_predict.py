@@ -247,6 +247,12 @@ def test_bands_as_extensions_as_files_and_as_a_cube_give_one_answer(tmp_path, rn
     (tmp_path / "files" / "obj1_i.fits").unlink()
     with pytest.raises(DataFormatError, match=r"obj1: no file for band\(s\) \['i'\]"):
         deeplense.predict(model, str(tmp_path / "files"))
+    hst_like = [fits.PrimaryHDU()] + [
+        fits.ImageHDU(images[0, b], header=header, name=n) for b, n in enumerate(("SCI", "ERR", "DQ"))
+    ]
+    fits.HDUList(hst_like).writeto(tmp_path / "sci_err_dq.fits")  # three extensions, but not three bands
+    with pytest.raises(DataFormatError, match=r"sci_err_dq.fits: 3 image HDUs \['SCI', 'ERR', 'DQ'\]"):
+        deeplense.predict(model, str(tmp_path / "sci_err_dq.fits"))
     fits.PrimaryHDU(images[0, 0], header=header).writeto(tmp_path / "one_band.fits")
     with pytest.raises(DataFormatError, match=r"one_band.fits\[0\]: 1 band\(s\); the model reads 3 \['g', 'r', 'i'\]"):
         deeplense.predict(model, str(tmp_path / "one_band.fits"))
@@ -324,3 +330,19 @@ def test_images_unlike_the_training_images_are_flagged_and_evaluate_refuses_them
     assert "--allow-out-of-domain" in refused.stderr and not (tmp_path / "ev").exists()
     run(*args, "--out", tmp_path / "ev", "--allow-out-of-domain")
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["data"]["outside_training_domain"] == 1.0
+
+
+def test_a_file_with_several_image_hdus_is_read_as_told_never_in_part(cls, tmp_path):
+    model, images = cls
+    header = wcs_header(SCALE, 10.0, 20.0, 16)
+    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(images[k, 0], header=header, name=f"CUT{k}") for k in range(3)]
+    fits.HDUList(hdus).writeto(tmp_path / "multi.fits")
+    with pytest.raises(DataFormatError, match=r"multi.fits: 3 image HDUs \['CUT0', 'CUT1', 'CUT2'\]; pass --hdu"):
+        deeplense.predict(model, tmp_path / "multi.fits")
+    every = deeplense.predict(model, tmp_path / "multi.fits", hdu="all")
+    assert every["hdu"].tolist() == ["CUT0", "CUT1", "CUT2"]
+    assert np.allclose(every.filter(like="p_").to_numpy(float), model.predict(images[:3])["probs"], atol=1e-6)
+    one = deeplense.predict(model, tmp_path / "multi.fits", hdu="CUT1")
+    assert one["hdu"].tolist() == ["CUT1"] and np.allclose(
+        one.filter(like="p_").to_numpy(float), every.filter(like="p_").to_numpy(float)[1:2]
+    )

@@ -16,7 +16,9 @@ def predict(
     model: Annotated[str, typer.Argument(help="Run directory, checkpoint, ONNX export, or a pretrained model's name.")],
     inputs: Annotated[list[str], typer.Argument(help="FITS/.npy/PNG files, folders (incl. data sets) or globs.")],
     out: Annotated[Path, typer.Option(help="Catalogue to write: .csv, .fits or .parquet.")],
-    hdu: Annotated[str | None, typer.Option(help="FITS extension to read: a number or an EXTNAME.")] = None,
+    hdu: Annotated[
+        str | None, typer.Option(help="FITS extension to read: a number, an EXTNAME, or 'all' (each as cutouts).")
+    ] = None,
     pixel_scale: Annotated[
         float | None, typer.Option(help="Pixel scale of the inputs (arcsec) where their headers have none.")
     ] = None,

@@ -1,7 +1,8 @@
 """Inputs of ``predict``: files, folders and globs -> a stream of :class:`Cutout` records, one file
 (or one batch of a data set) in memory at a time.
 
-Accepted: FITS (every image HDU with data, or the one ``hdu`` names; a 2-D image, a cube of
+Accepted: FITS (its one image HDU with data, the one ``hdu`` names, or with ``hdu="all"`` every
+one; a file with several and no ``hdu`` is refused rather than read in part; a 2-D image, a cube of
 single-band cutouts or of one cutout's bands, an ``(N, C, H, W)`` stack; bands as extensions when
 there are as many image HDUs as the model has bands; one file per band when the names end in the
 model's band names, e.g. ``obj7_g.fits obj7_r.fits obj7_i.fits``), ``.npy`` images and stacks,
@@ -144,13 +145,14 @@ def _fits_cutouts(path: Path, spec: InputSpec, hdu: str | None) -> Iterator[Cuto
     from deeplense.data.fits_files import read_fits_images
 
     try:
-        hdus = read_fits_images(path, hdu)
+        hdus = read_fits_images(path, None if hdu == "all" else hdu)
     except ValueError as exc:
         raise DataFormatError(f"{path}: {exc}") from None
     if not hdus:
         raise DataFormatError(f"{path}: no image HDU with data (field: HDU)")
-    if spec.in_chans > 1 and len(hdus) == spec.in_chans and all(h.data.ndim == 2 for h in hdus):
-        hdus = _in_band_order(hdus, spec, path)  # bands as extensions
+    bands = _in_band_order(hdus, spec) if hdu is None and len(hdus) == spec.in_chans > 1 else None
+    if bands is not None and all(h.data.ndim == 2 for h in bands):
+        hdus = bands  # bands as extensions
         facts, ra, dec = header_facts(hdus[0].header, f"{path}")
         yield Cutout(
             np.stack([h.data for h in hdus]),
@@ -162,7 +164,13 @@ def _fits_cutouts(path: Path, spec: InputSpec, hdu: str | None) -> Iterator[Cuto
             dec,
         )
         return
-    for item in hdus[:1] if hdu is None else hdus:
+    if hdu is None and len(hdus) > 1:
+        names = [h.name or str(h.number) for h in hdus]
+        raise DataFormatError(
+            f"{path}: {len(hdus)} image HDUs {names}; pass --hdu NAME or NUMBER to read one, or --hdu all to read "
+            "each as cutouts (field: HDU)"
+        )
+    for item in hdus:
         label = item.name or str(item.number)
         where = f"{path}[{label}]"
         facts, ra, dec = header_facts(item.header, where)
@@ -170,11 +178,13 @@ def _fits_cutouts(path: Path, spec: InputSpec, hdu: str | None) -> Iterator[Cuto
             yield Cutout(plane, str(path), label, i, facts, ra, dec)
 
 
-def _in_band_order(hdus: list, spec: InputSpec, path: Path) -> list:
+def _in_band_order(hdus: list, spec: InputSpec) -> list | None:
+    """Image HDUs as the model's bands: named after them (any order), or, without EXTNAMEs, in
+    file order; ``None`` when they are something else (SCI, ERR, DQ ...)."""
     names = [h.name.upper() for h in hdus]
     if spec.bands and sorted(names) == sorted(b.upper() for b in spec.bands):
         return [hdus[names.index(b.upper())] for b in spec.bands]
-    return hdus
+    return hdus if not any(names) else None
 
 
 def _array_cutouts(path: Path, spec: InputSpec) -> Iterator[Cutout]:
