@@ -26,6 +26,11 @@ _KEYS = ["source", "hdu", "index"]
 _FITS_KEYWORDS = {"model": "MODEL", "model_version": "MODELVER", "model_sha256": "MODELSHA", "deeplense": "DLVER"}
 
 
+def _keys(table: pd.DataFrame) -> set[tuple[str, str, int]]:
+    """The identities of a table's rows: (source, hdu, index), the columns in ``_KEYS``."""
+    return set(zip(table["source"], table["hdu"], table["index"].astype(int)))
+
+
 def _format_of(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -71,7 +76,7 @@ class CatalogueWriter:
             return
         table = pd.read_csv(self.journal, keep_default_na=False, dtype={"source": str, "hdu": str})
         self.columns = list(table.columns)
-        self.done = set(zip(table["source"], table["hdu"], table["index"].astype(int)))
+        self.done = _keys(table)
 
     def append(self, rows: pd.DataFrame) -> None:
         """Add rows and make them durable before returning."""
@@ -87,7 +92,7 @@ class CatalogueWriter:
             rows.to_csv(f, header=new, index=False)
             f.flush()
             os.fsync(f.fileno())
-        self.done.update(zip(rows["source"], rows["hdu"], rows["index"].astype(int)))
+        self.done.update(_keys(rows))
 
     def finish(self, units: dict[str, str] | None = None) -> Path:
         """Write the requested format atomically and remove the journal; returns the output path."""

@@ -28,8 +28,6 @@ from deeplense.infer.conform import ImageFacts
 
 __all__ = ["Cutout", "expand_inputs", "iter_cutouts", "header_facts"]
 
-#: the catalogue's key columns: an input image is identified by these
-KEY_COLUMNS = ("source", "hdu", "index")
 _DATASET_BATCH = 256
 
 
