@@ -19,6 +19,9 @@ def test_there_are_configs_for_each_preset_and_task():
         "model_i_regression",
         "model_ii_classification",
         "model_iii_classification",
+        "anomaly_model_i",
+        "anomaly_model_ii",
+        "anomaly_model_iv",
     } <= names
 
 
@@ -27,6 +30,6 @@ def test_config_resolves(path, tiny_dataset):
     raw = load_yaml(path)
     overrides = [f"data.path={tiny_dataset}"] if raw["data"].get("path") else []
     config = resolve_config(path, overrides)
-    assert config["task"] in ("classification", "regression")
+    assert config["task"] in ("classification", "regression", "anomaly")
     if config["task"] == "regression":
         assert config["data"]["targets"]

@@ -1,5 +1,6 @@
 """Publication figures (matplotlib, Agg): ROC curves, confusion matrix, reliability diagram,
-predicted-vs-true and residuals, and a grid of correctly and wrongly classified examples.
+predicted-vs-true and residuals, a grid of correctly and wrongly classified examples, and for
+anomaly detection the ROC per anomalous class, score histograms and reconstructions.
 Each figure is written as PNG (150 dpi) and PDF."""
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ __all__ = [
     "reliability_figure",
     "regression_figures",
     "examples_figure",
+    "anomaly_roc_curves",
+    "score_histograms_figure",
+    "reconstructions_figure",
 ]
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "figure.dpi": 100, "savefig.bbox": "tight"})
@@ -192,6 +196,90 @@ def _pred_vs_true(pred, truth, images, contract):
         safe = name.replace(".", "_")
         figures += [(f"pred_vs_true_{safe}", scatter), (f"residuals_{safe}", residual)]
     return figures
+
+
+def anomaly_roc_curves(score: np.ndarray, labels: np.ndarray, class_names: list[str], normal: str) -> dict:
+    """ROC curves of normal images against all anomalous ones and against each anomalous class."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    is_normal = labels == class_names.index(normal)
+    groups = {"all anomalies": ~is_normal}
+    groups.update({c: labels == i for i, c in enumerate(class_names) if c != normal and (labels == i).any()})
+    curves = {}
+    for name, positive in groups.items():
+        keep = is_normal | positive
+        if is_normal.any() and positive.any():
+            fpr, tpr, _ = roc_curve(positive[keep], score[keep])
+            curves[name] = (fpr, tpr, roc_auc_score(positive[keep], score[keep]))
+    return curves
+
+
+def score_histograms_figure(score: np.ndarray, labels: np.ndarray, class_names: list[str], score_name: str):
+    """Anomaly-score histograms per class on shared bins (0.5-99.5 percentile range)."""
+    lo, hi = np.percentile(score, [0.5, 99.5])
+    positive = lo > 0
+    bins = np.geomspace(lo, hi, 40) if positive else np.linspace(lo, hi, 40)
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    for c, name in enumerate(class_names):
+        values = score[labels == c]
+        if len(values):
+            ax.hist(
+                np.clip(values, lo, hi),
+                bins=bins,
+                histtype="step",
+                lw=1.6,
+                density=True,
+                label=f"{name} ({len(values)})",
+            )
+    if positive:
+        ax.set_xscale("log")
+    ax.set(xlabel=f"anomaly score ({score_name}; higher: more anomalous)", ylabel="density", title="scores by class")
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def reconstructions_figure(examples: dict, labels: np.ndarray, scores: np.ndarray, class_names: list[str]):
+    """Rows of input, reconstruction and residual (first band, after the model's transforms);
+    inputs and reconstructions share one colour scale, residuals another, symmetric about 0."""
+    rows = examples["index"]
+    x, rec, res = examples["input"][:, 0], examples["reconstruction"][:, 0], examples["residual"][:, 0]
+    vmin, vmax = float(min(x.min(), rec.min())), float(max(x.max(), rec.max()))
+    limit = float(np.abs(res).max()) or 1.0
+    fig, axes = plt.subplots(len(rows), 3, figsize=(6.0, 2.0 * len(rows)), squeeze=False)
+    for r, i in enumerate(rows):
+        shown = [(x[r], "gray", vmin, vmax), (rec[r], "gray", vmin, vmax), (res[r], "RdBu_r", -limit, limit)]
+        for col, (image, cmap, lo, hi) in enumerate(shown):
+            im = axes[r, col].imshow(image, cmap=cmap, vmin=lo, vmax=hi, origin="lower")
+            axes[r, col].set_xticks([])
+            axes[r, col].set_yticks([])
+        axes[r, 0].set_ylabel(f"{class_names[labels[i]]}\nscore {scores[i]:.3g}", fontsize=8)
+    for col, title in enumerate(("input", "reconstruction", "residual")):
+        axes[0, col].set_title(title)
+    fig.colorbar(im, ax=axes[:, 2], fraction=0.08, label="residual")
+    return fig
+
+
+@FIGURES.register("anomaly_roc")
+def _anomaly_roc(pred, truth, images, contract):
+    normal = contract.training.get("normal_class", "no_sub")
+    curves = anomaly_roc_curves(pred["score"], truth["label"], contract.output.class_names, normal)
+    return [("roc", roc_figure(curves, title=f"ROC: {normal} against anomalies"))] if curves else []
+
+
+@FIGURES.register("score_histograms")
+def _score_histograms(pred, truth, images, contract):
+    name = contract.training.get("anomaly_score", "reconstruction")
+    return [
+        ("score_histograms", score_histograms_figure(pred["score"], truth["label"], contract.output.class_names, name))
+    ]
+
+
+@FIGURES.register("reconstructions")
+def _reconstructions(pred, truth, images, contract):
+    if "examples" not in pred:
+        return []
+    figure = reconstructions_figure(pred["examples"], truth["label"], pred["score"], contract.output.class_names)
+    return [("reconstructions", figure)]
 
 
 def draw(kinds: tuple[str, ...], pred, truth, images, contract, out: Path) -> list[Path]:

@@ -144,6 +144,9 @@ def evaluate_run(
     out.mkdir(parents=True, exist_ok=True)  # only once the data are known to be good
     task = model.task
     metrics = task.metrics(pred, got["truth"], n_boot=n_boot)
+    shown = task.example_indices(pred, got["truth"])
+    if len(shown) and model.backend == "torch":
+        pred["examples"] = {"index": shown, **model.explain(got["images"][shown])}
     figures = plots.draw(task.figures, pred, got["truth"], got["images"], model.contract, out)
     metrics["data"] = got["provenance"]
     metrics["test_time_augmentation"] = tta or "none"

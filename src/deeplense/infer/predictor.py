@@ -128,6 +128,18 @@ class Predictor:
         return {k: np.concatenate(v) for k, v in out.items()}
 
     @torch.no_grad()
+    def explain(self, images: np.ndarray | Tensor, pixel_scale: float | None = None) -> dict[str, np.ndarray]:
+        """The task's explanation maps of raw images (e.g. reconstruction and residual), each
+        ``(N, C, H, W)`` after the evaluation transforms; the weights must be the task's own,
+        so an exported model cannot explain."""
+        if self.backend != "torch":
+            raise ValueError(f"{self.path}: a model exported to {self.backend} holds no network to explain with")
+        batch = self.conform(self.as_batch(images), pixel_scale)
+        device = next(self.task.parameters()).device
+        maps = self.task.explain(self.pipeline(torch.as_tensor(batch)).to(device))
+        return {k: v.cpu().numpy() for k, v in maps.items()}
+
+    @torch.no_grad()
     def in_domain(self, images: np.ndarray) -> np.ndarray | None:
         """Per raw image at the model's size: whether it lies within the training images' domain
         (:mod:`deeplense.data.domain`); ``None`` for models that do not record one."""

@@ -26,7 +26,7 @@ from deeplense.core.registry import Registry
 from deeplense.models.heads import Network, build_network, channels_last
 from deeplense.tasks.optim import build_optimization
 
-__all__ = ["TASKS", "Task", "ema_update", "task_state_dict"]
+__all__ = ["TASKS", "Task", "class_labels", "ema_update", "task_state_dict"]
 
 TASKS: Registry[type[Task]] = Registry("task")
 
@@ -72,20 +72,30 @@ class Task(nn.Module):
     def __init__(self, contract: ModelContract, train: dict[str, Any]):
         super().__init__()
         self.contract, self.cfg = contract, train
-        self.net: Network = build_network(
-            {"name": contract.model.name, "kwargs": contract.model.kwargs, "pretrained": contract.model.pretrained},
-            self.head,
-            self.n_outputs(contract),
-            contract.input.in_chans,
-            contract.input.img_size,
-        )
+        self.net: Network = self.build_net(contract)
         if train.get("channels_last", False):
             self.net = channels_last(self.net)  # type: ignore[assignment]
         self.ema: AveragedModel | None = None
         if train.get("ema_decay", 0) > 0:  # exponential moving average of weights and BatchNorm statistics
             self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(train["ema_decay"]), use_buffers=True)
 
+    def build_net(self, contract: ModelContract) -> Any:
+        """The trained network: the contract's backbone with this task's :attr:`head`."""
+        return build_network(
+            {"name": contract.model.name, "kwargs": contract.model.kwargs, "pretrained": contract.model.pretrained},
+            self.head,
+            self.n_outputs(contract),
+            contract.input.in_chans,
+            contract.input.img_size,
+        )
+
     # ------------------------------------------------------------------ declared by each task
+    @classmethod
+    def training_classes(cls, config: dict[str, Any], class_names: list[str]) -> list[str] | None:
+        """The classes the training and validation images are limited to (``None``: all of
+        them); the test images keep every class. An anomaly detector learns the normal class only."""
+        return None
+
     @classmethod
     def check_train_keys(cls, train: dict[str, Any]) -> None:
         """Ranges of this task's own ``train.*`` keys (checked whatever the task of the run, so a
@@ -148,6 +158,19 @@ class Task(nn.Module):
         """``label`` (in this model's class order) and ``target`` of an image source."""
         raise NotImplementedError
 
+    def example_indices(self, pred: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> np.ndarray:
+        """Images whose :meth:`explain` maps ``evaluate`` draws (none by default)."""
+        return np.zeros(0, dtype=np.int64)
+
+    def fit_to_validation(self, got: dict[str, np.ndarray]) -> None:
+        """Fit what the task estimates from the validation predictions after each validation
+        epoch (before the checkpoint is written); nothing by default."""
+
+    def explain(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-image maps that show why the task predicted what it did (images after the
+        evaluation transforms), e.g. an autoencoder's reconstruction and residual."""
+        return {}
+
     def usable_part(self, source: Any, where: str) -> Any:
         """The part of an image source this task can be evaluated on (all of it by default)."""
         return source
@@ -197,6 +220,19 @@ class Task(nn.Module):
 
     def configure_optimizers(self, total_steps: int) -> Any:
         return build_optimization(self.net, self.cfg, total_steps, self.monitor)
+
+
+def class_labels(source: Any, class_names: list[str], where: str) -> np.ndarray:
+    """An image source's labels in the order of ``class_names`` (names matched by their
+    canonical form: 'non_lens' and 'nonlenses' are one class); a class outside it is an error."""
+    from deeplense.data.vocabulary import canonical_class
+
+    canonical = [canonical_class(c) for c in class_names]
+    missing = [c for c in source.class_names if canonical_class(c) not in canonical]
+    if missing:
+        raise ConfigError("data", f"{where}: class {missing[0]!r} is not one the model predicts ({class_names})")
+    mapping = np.array([canonical.index(canonical_class(c)) for c in source.class_names])
+    return np.asarray(mapping[source.labels], dtype=np.int64)
 
 
 def task_state_dict(state: dict[str, Tensor], task: Task) -> dict[str, Tensor]:

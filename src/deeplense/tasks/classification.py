@@ -13,7 +13,7 @@ from torch import Tensor
 from deeplense.core.config import ConfigError
 from deeplense.core.contract import ModelContract, OutputSpec
 from deeplense.data.transforms import mixup
-from deeplense.tasks.base import TASKS, Task
+from deeplense.tasks.base import TASKS, Task, class_labels
 from deeplense.tasks.metrics import classification_metrics
 
 __all__ = ["Classification"]
@@ -118,15 +118,8 @@ class Classification(Task):
         return {"probs": torch.stack([v["probs"] for v in views]).mean(0)}
 
     def truth_from_source(self, source: Any, where: str) -> dict[str, np.ndarray]:
-        from deeplense.data.vocabulary import canonical_class
-
-        names = self.contract.output.class_names
-        canonical = [canonical_class(c) for c in names]  # 'non_lens' and 'nonlenses' are one class
-        missing = [c for c in source.class_names if canonical_class(c) not in canonical]
-        if missing:
-            raise ConfigError("data", f"{where}: class {missing[0]!r} is not one the model predicts ({names})")
-        mapping = np.array([canonical.index(canonical_class(c)) for c in source.class_names])
-        return {"label": mapping[source.labels], "target": np.zeros((len(source), 0), np.float32)}
+        labels = class_labels(source, self.contract.output.class_names, where)
+        return {"label": labels, "target": np.zeros((len(source), 0), np.float32)}
 
     def combine_members(
         self,

@@ -14,6 +14,7 @@ from deeplense.core.run_dir import RunDir
 from deeplense.data.base import root_source
 from deeplense.data.datasets import SimulatedImages, StoredImages
 from deeplense.data.transforms import Pipeline, build_pipeline
+from deeplense.tasks import TASKS
 
 __all__ = ["TrainingData", "build_data", "simulation_config", "run_data"]
 
@@ -72,6 +73,12 @@ def _fit_statistics(pipeline: Pipeline, fetch, n: int) -> None:
     pipeline.fit_statistics(batches)
 
 
+def _counts_by_name(part: Any, class_names: list[str]) -> list[int]:
+    """Images per class of ``class_names`` in ``part`` (which may hold fewer classes)."""
+    counts = dict(zip(part.class_names, np.bincount(part.labels, minlength=len(part.class_names)).tolist()))
+    return [int(counts.get(c, 0)) for c in class_names]
+
+
 def _preset_of(source: Any) -> dict[str, Any]:
     """The preset and seed a deeplense data set was simulated with (nothing for other layouts)."""
     manifest = getattr(source, "manifest", None) or {}
@@ -128,6 +135,9 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
             parts[role] = None
         else:
             parts[role] = SplitView(source, split)
+    keep = TASKS.get(task).training_classes(config, list(source.class_names))
+    if keep is not None:  # e.g. the normal class of an anomaly detector; the test split keeps every class
+        parts.update({role: ClassView(parts[role], keep) for role in ("train", "val") if parts[role] is not None})
     train = parts["train"]
     if data["max_train"] and data["max_train"] < len(train):
         keep = np.sort(
@@ -158,7 +168,7 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
         in_chans=int(probe.shape[1]),
         img_size=int(probe.shape[-1]),
         pipeline=pipeline,
-        class_counts=np.bincount(train.labels, minlength=len(source.class_names)).tolist(),
+        class_counts=_counts_by_name(train, source.class_names),
         provenance={
             "path": str(Path(data["path"]).resolve()),
             "layout": source.layout,
@@ -180,19 +190,24 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
     sim_config = simulation_config(sim)
     base = int(sim.get("seed", 0))
     targets, classes = list(data["targets"]), data["classes"]
+    class_names = list(classes) if classes else Simulator(sim_config).class_names or ["unlabelled"]
+    keep = TASKS.get(config["task"]).training_classes(config, class_names)
     sizes = {"train": sim.get("train", 0), "val": sim.get("val", 0), "test": sim.get("test", 0)}
     datasets = {}
     for k, (role, n) in enumerate(sizes.items()):
         if n:
             pipe = train_pipe if role == "train" else eval_pipe
             aug = seed if role == "train" else None
-            datasets[role] = SimulatedImages(sim_config, 3 * base + k, n, targets, pipe, classes, augment_seed=aug)
+            these = keep if keep is not None and role != "test" else classes
+            datasets[role] = SimulatedImages(sim_config, 3 * base + k, n, targets, pipe, these, augment_seed=aug)
         else:
             datasets[role] = None
     train = datasets["train"]
     _fit_statistics(pipeline, train.raw_images, len(train))
     probe = train.__getitems__([0])["image"]
     n_classes = len(train.output_class_names)
+    per_class = [len(train) // n_classes + (1 if i < len(train) % n_classes else 0) for i in range(n_classes)]
+    counts = dict(zip(train.output_class_names, per_class))
     simulator = Simulator(sim_config)
     units = {c.name: c.unit for c in simulator.columns}
     inst = simulator.instrument
@@ -207,7 +222,7 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
         train=train,
         val=datasets["val"],
         test=datasets["test"],
-        class_names=list(train.output_class_names),
+        class_names=class_names,
         targets=targets,
         target_units=[units.get(t, "") for t in targets],
         target_mean=target_mean,
@@ -215,7 +230,7 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
         in_chans=int(probe.shape[1]),
         img_size=int(probe.shape[-1]),
         pipeline=pipeline,
-        class_counts=[len(train) // n_classes + (1 if i < len(train) % n_classes else 0) for i in range(n_classes)],
+        class_counts=[counts.get(c, 0) for c in class_names],
         provenance={
             "simulate": sim,
             "seeds": {r: 3 * base + k for k, r in enumerate(sizes)},

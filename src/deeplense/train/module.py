@@ -77,6 +77,7 @@ class TaskModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         got = self.gathered("val")
         if got:
+            self.task.fit_to_validation(got)
             for k, v in self.task.epoch_metrics("val", got).items():
                 self.log(k, v, prog_bar=True, rank_zero_only=False, sync_dist=False)
 

@@ -167,7 +167,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
     contract = build_contract(config, data).to_dict()
     rng_state = torch.random.get_rng_state()
     module = _build_module(contract, cfg)  # so do unknown models and bad weight files
-    init = getattr(module.task.net.backbone, "weights_source", "random")
+    init = getattr(getattr(module.task.net, "backbone", None), "weights_source", "random")
     if init != contract["model"]["init"]:  # record what happened, not what was asked for
         contract["model"]["init"] = init
         if init.startswith("random"):

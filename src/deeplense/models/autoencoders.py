@@ -1,0 +1,205 @@
+"""Autoencoders for anomaly detection: a convolutional autoencoder, a variational autoencoder
+whose KL term is part of its loss (weight ``beta``), and an adversarial autoencoder whose latent
+distribution is pushed to a standard Gaussian by a discriminator.
+
+Every network maps images ``(B, C, H, W)`` to ``(reconstruction, latent, penalty)`` in evaluation
+(``penalty``: the per-image part of the loss beyond the reconstruction, e.g. ``beta * KL``) and
+has ``training_loss(x) -> (B,)``: the per-image objective it is trained on. The reconstruction
+term is the negative log-likelihood of the image under independent Gaussian pixels of standard
+deviation ``pixel_sigma`` (in the network's pixel units, i.e. after the transforms), up to a
+constant: the sum over bands and pixels of the squared residual over ``2 pixel_sigma**2``. It sets
+the balance against the KL and adversarial terms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from deeplense.core.registry import Registry
+
+__all__ = [
+    "AUTOENCODERS",
+    "ConvAutoencoder",
+    "VariationalAutoencoder",
+    "AdversarialAutoencoder",
+    "build_autoencoder",
+    "gradient_reversal",
+]
+
+AUTOENCODERS: Registry[type[nn.Module]] = Registry("autoencoder")
+
+
+def _block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1)]
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: float) -> Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.weight * grad, None
+
+
+def gradient_reversal(x: Tensor, weight: float = 1.0) -> Tensor:
+    """Identity forward; the gradient times ``-weight`` backward (Ganin & Lempitsky 2015), so one
+    optimiser trains a discriminator and, against it, what feeds it."""
+    return _GradientReversal.apply(x, weight)  # type: ignore[no-any-return]
+
+
+class ConvAutoencoder(nn.Module):
+    """Stride-2 convolutional encoder (one block per width: a stride-2 3x3 convolution, then
+    ``depth - 1`` more) to a ``latent_dim`` vector, and its mirror image as decoder (nearest
+    upsampling, then ``depth`` convolutions per block).
+
+    ``img_size`` must be divisible by ``2 ** len(widths)``."""
+
+    def __init__(
+        self,
+        in_chans: int = 1,
+        img_size: int = 64,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        latent_dim: int = 64,
+        pixel_sigma: float = 0.1,
+        depth: int = 1,
+    ):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if not pixel_sigma > 0:
+            raise ValueError(f"pixel_sigma must be > 0, got {pixel_sigma}")
+        self.pixel_sigma = float(pixel_sigma)
+        factor = 2 ** len(widths)
+        if img_size % factor:
+            raise ValueError(f"image size {img_size} is not divisible by 2**len(widths) = {factor}")
+        self.in_chans, self.img_size, self.latent_dim = in_chans, img_size, int(latent_dim)
+        self.grid = img_size // factor
+        down: list[nn.Module] = []
+        channels = in_chans
+        for width in widths:
+            down += _block(channels, width, 2)
+            for _ in range(depth - 1):
+                down += _block(width, width, 1)
+            channels = width
+        self.encoder = nn.Sequential(*down, nn.Flatten())
+        flat = channels * self.grid * self.grid
+        self.to_latent = nn.Linear(flat, self.latent_outputs())
+        self.from_latent = nn.Sequential(nn.Linear(self.latent_dim, flat), nn.LeakyReLU(0.1))
+        up: list[nn.Module] = []
+        for width in (*reversed(widths[:-1]), widths[0]):
+            up += [nn.Upsample(scale_factor=2, mode="nearest"), *_block(channels, width, 1)]
+            for _ in range(depth - 1):
+                up += _block(width, width, 1)
+            channels = width
+        self.decoder = nn.Sequential(*up, nn.Conv2d(channels, in_chans, 3, padding=1))
+        self.bottom_channels = widths[-1]
+
+    def latent_outputs(self) -> int:
+        return self.latent_dim
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent vectors ``(B, latent_dim)`` (the mean, for a variational encoder)."""
+        return self.to_latent(self.encoder(x))[:, : self.latent_dim]
+
+    def decode(self, z: Tensor) -> Tensor:
+        h = self.from_latent(z).view(len(z), self.bottom_channels, self.grid, self.grid)
+        return self.decoder(h)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def squared_error(x: Tensor, reconstruction: Tensor) -> Tensor:
+        """Per image: the sum over bands and pixels of the squared residual."""
+        return (reconstruction.float() - x.float()).pow(2).flatten(1).sum(1)
+
+    def reconstruction_nll(self, x: Tensor, reconstruction: Tensor) -> Tensor:
+        """Per image: the Gaussian negative log-likelihood (nats, without its constant)."""
+        return self.squared_error(x, reconstruction) / (2 * self.pixel_sigma**2)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = self.encode(x)
+        return self.decode(z), z, torch.zeros(len(x), device=x.device)
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        reconstruction, _, penalty = self(x)
+        return self.reconstruction_nll(x, reconstruction) + penalty
+
+
+class VariationalAutoencoder(ConvAutoencoder):
+    """The autoencoder with a Gaussian encoder ``q(z|x)`` and the loss ``-ELBO`` with the KL
+    term weighted by ``beta`` (Higgins et al. 2017; ``beta = 1`` is the plain VAE). Training
+    decodes a sample of ``q(z|x)``; evaluation decodes its mean."""
+
+    def __init__(self, *args: Any, beta: float = 1.0, **kwargs: Any):
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.beta = float(beta)
+        super().__init__(*args, **kwargs)
+
+    def latent_outputs(self) -> int:
+        return 2 * self.latent_dim
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance (clamped to [-10, 10]) of ``q(z|x)``."""
+        h = self.to_latent(self.encoder(x))
+        return h[:, : self.latent_dim], h[:, self.latent_dim :].clamp(-10, 10)
+
+    @staticmethod
+    def kl_divergence(mean: Tensor, log_var: Tensor) -> Tensor:
+        """Per image: KL(q(z|x) || N(0, I)) in nats."""
+        return 0.5 * (mean.float().pow(2) + log_var.float().exp() - 1 - log_var.float()).sum(1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mean, log_var = self.posterior(x)
+        return self.decode(mean), mean, self.beta * self.kl_divergence(mean, log_var)
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        mean, log_var = self.posterior(x)
+        z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+        return self.reconstruction_nll(x, self.decode(z)) + self.beta * self.kl_divergence(mean, log_var)
+
+
+class AdversarialAutoencoder(ConvAutoencoder):
+    """The autoencoder whose latent codes a discriminator tells from draws of ``N(0, I)``
+    (Makhzani et al. 2016). One optimiser trains both: the discriminator's cross-entropy reaches
+    the encoder through a gradient reversal of weight ``adversarial_weight``, so the encoder
+    learns to make its codes indistinguishable from the prior."""
+
+    def __init__(self, *args: Any, adversarial_weight: float = 1.0, discriminator_width: int = 256, **kwargs: Any):
+        if not adversarial_weight >= 0:
+            raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
+        super().__init__(*args, **kwargs)
+        self.adversarial_weight = float(adversarial_weight)
+        w = int(discriminator_width)
+        self.discriminator = nn.Sequential(
+            nn.Linear(self.latent_dim, w), nn.LeakyReLU(0.2), nn.Linear(w, w), nn.LeakyReLU(0.2), nn.Linear(w, 1)
+        )
+
+    def adversarial_loss(self, z: Tensor) -> Tensor:
+        """Per image: the discriminator's cross-entropy on the code (label 0) and on a prior
+        draw (label 1); the encoder receives its gradient reversed."""
+        bce = nn.functional.binary_cross_entropy_with_logits
+        prior = torch.randn_like(z)
+        fake = self.discriminator(gradient_reversal(z, self.adversarial_weight)).squeeze(1).float()
+        real = self.discriminator(prior).squeeze(1).float()
+        return bce(fake, torch.zeros_like(fake), reduction="none") + bce(real, torch.ones_like(real), reduction="none")
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        z = self.encode(x)
+        return self.reconstruction_nll(x, self.decode(z)) + self.adversarial_loss(z)
+
+
+AUTOENCODERS.register("conv_ae")(ConvAutoencoder)
+AUTOENCODERS.register("conv_vae")(VariationalAutoencoder)
+AUTOENCODERS.register("conv_aae")(AdversarialAutoencoder)
+
+
+def build_autoencoder(name: str, in_chans: int, img_size: int, **kwargs: Any) -> nn.Module:
+    """The registered autoencoder ``name`` (``conv_ae``, ``conv_vae``, ``conv_aae``)."""
+    if "widths" in kwargs:
+        kwargs["widths"] = tuple(kwargs["widths"])
+    return AUTOENCODERS.create(name, in_chans=in_chans, img_size=img_size, **kwargs)

@@ -1,0 +1,297 @@
+"""Unsupervised anomaly detection: the autoencoders, their losses, the scores, the metrics, and
+the task trained, evaluated and used for prediction through the real CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from conftest import run_cli
+from deeplense.core.config import ConfigError
+from deeplense.models.autoencoders import (
+    AdversarialAutoencoder,
+    ConvAutoencoder,
+    VariationalAutoencoder,
+    build_autoencoder,
+    gradient_reversal,
+)
+from deeplense.tasks.metrics import anomaly_metrics
+
+
+def test_vae_loss_contains_its_kl_term_weighted_by_beta():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 16, 16)
+    vae = VariationalAutoencoder(in_chans=1, img_size=16, widths=(8, 16), latent_dim=4, beta=2.0).eval()
+    with torch.no_grad():
+        vae.to_latent.bias[:4] += 2.0  # a KL of about 8 nats
+    mean, log_var = vae.posterior(x)
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, (0.5 * log_var).exp()), torch.distributions.Normal(0.0, 1.0)
+    ).sum(1)
+    assert torch.allclose(vae.kl_divergence(mean, log_var), expected, rtol=1e-4, atol=1e-7)
+    reconstruction, z, penalty = vae(x)
+    assert torch.allclose(z, mean)
+    assert torch.allclose(penalty, 2.0 * expected, rtol=1e-4, atol=1e-7)
+    torch.manual_seed(1)
+    with_kl = vae.training_loss(x)
+    vae.beta = 0.0
+    torch.manual_seed(1)
+    without = vae.training_loss(x)
+    assert torch.allclose(with_kl - without, 2.0 * expected, rtol=1e-3, atol=1e-2)
+
+
+def test_the_kl_term_trains_the_posterior_towards_the_prior():
+    """Minimising the VAE loss moves q(z|x) towards N(0, I): the KL falls (it is really in the loss)."""
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 16, 16)
+    vae = VariationalAutoencoder(in_chans=1, img_size=16, widths=(8, 16), latent_dim=4, beta=50.0)
+    with torch.no_grad():
+        vae.to_latent.bias[:4] += 3.0  # a posterior far from the prior
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    kl = []
+    for _ in range(60):
+        loss = vae.training_loss(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        kl.append(float(vae.kl_divergence(*vae.posterior(x)).mean().detach()))
+    assert kl[-1] < 0.2 * kl[0]
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient():
+    x = torch.ones(3, requires_grad=True)
+    (gradient_reversal(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([-0.5, -1.0, -1.5]))
+
+
+def test_aae_discriminator_and_encoder_pull_in_opposite_directions():
+    """The discriminator gets the gradient of its cross-entropy; the codes (the encoder) get it
+    reversed and weighted, so one optimiser step fools the discriminator more."""
+    torch.manual_seed(0)
+    aae = AdversarialAutoencoder(in_chans=1, img_size=16, widths=(8, 16), latent_dim=4, adversarial_weight=0.5)
+    z = (torch.randn(32, 4) * 3 + 2).requires_grad_(True)
+    torch.manual_seed(1)
+    aae.adversarial_loss(z).mean().backward()
+    reversed_z = z.grad.clone()
+    reversed_d = [p.grad.clone() for p in aae.discriminator.parameters()]
+    aae.zero_grad()
+    z.grad = None
+    torch.manual_seed(1)  # the same prior draw, without the reversal
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    prior = torch.randn_like(z)
+    fake, real = aae.discriminator(z).squeeze(1), aae.discriminator(prior).squeeze(1)
+    plain = bce(fake, torch.zeros_like(fake), reduction="none") + bce(real, torch.ones_like(real), reduction="none")
+    plain.mean().backward()
+    assert torch.allclose(reversed_z, -0.5 * z.grad, atol=1e-7)
+    for got, expected in zip(reversed_d, (p.grad for p in aae.discriminator.parameters())):
+        assert torch.allclose(got, expected, atol=1e-7)
+
+
+def test_autoencoders_refuse_sizes_and_weights_they_cannot_use():
+    with pytest.raises(ValueError, match="not divisible"):
+        ConvAutoencoder(img_size=20, widths=(8, 16, 32))
+    with pytest.raises(ValueError, match="beta"):
+        VariationalAutoencoder(img_size=16, widths=(8,), beta=-1)
+    net = build_autoencoder("conv_ae", 3, 32, widths=[8, 16], latent_dim=5)
+    reconstruction, z, penalty = net(torch.rand(2, 3, 32, 32))
+    assert reconstruction.shape == (2, 3, 32, 32) and z.shape == (2, 5) and torch.all(penalty == 0)
+
+
+def test_anomaly_metrics_match_sklearn_and_count_false_positives():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [200, 100, 100])
+    score = rng.normal(size=400) + np.where(labels == 1, 1.0, 0) + np.where(labels == 2, 3.0, 0)
+    m = anomaly_metrics({"s": score}, labels, ["no_sub", "cdm", "axion"], "no_sub", n_boot=50)
+    entry = m["scores"]["s"]
+    assert entry["auc"] == pytest.approx(roc_auc_score(labels > 0, score))
+    cdm = labels != 2
+    assert entry["per_class"]["cdm"]["auc"] == pytest.approx(roc_auc_score(labels[cdm] == 1, score[cdm]))
+    lo, hi = entry["auc_ci"]
+    assert lo < entry["auc"] < hi
+    # TPR at 1 % FPR: above the threshold that lets 2 of the 200 normal images through
+    threshold = np.sort(score[labels == 0])[::-1][2]
+    assert entry["tpr_at_1pct_fpr"] == pytest.approx((score[labels > 0] > threshold).mean())
+    assert m["n_per_class"] == {"no_sub": 200, "cdm": 100, "axion": 100}
+
+
+def test_latent_density_is_fitted_on_normal_codes(tiny_anomaly_run):
+    """The Mahalanobis score uses the mean and (shrunk) precision of the codes it was fitted on."""
+    from deeplense.infer import load_predictor
+
+    task = load_predictor(tiny_anomaly_run).task
+    rng = np.random.default_rng(0)
+    dim = task.latent_mean.numel()
+    cov = np.diag(np.linspace(0.5, 2.0, dim))
+    z = rng.multivariate_normal(np.full(dim, 3.0), cov, size=4000)
+    n_profile = task.profile_mean.numel()
+    profile = rng.normal(0.1, 0.01, size=(4000, n_profile))
+    task.fit_to_validation({"latent": z, "profile": profile, "score_reconstruction": rng.random(4000)})
+    assert np.allclose(task.latent_mean.numpy(), 3.0, atol=0.1)
+    assert np.allclose(np.linalg.inv(task.latent_precision.numpy()), cov, atol=0.15)
+    assert np.allclose(task.profile_mean.numpy(), 0.1, atol=0.002)
+    out = torch.zeros(2, 2 + n_profile + dim)
+    out[:, 2 : 2 + n_profile] = 0.1
+    out[1, 2 : 2 + n_profile] = 0.2  # ten standard deviations out in every ring
+    out[0, 2 + n_profile :] = 3.0
+    out[1, 2 + n_profile :] = 3.0 + 5.0
+    scores = task.decode(out)
+    assert scores["score_latent"][0] < 0.1 < 10 < scores["score_latent"][1]
+    assert scores["score_profile"][0] < 0.1 < 100 < scores["score_profile"][1]
+
+
+def test_radial_profile_is_the_flux_fraction_in_rings_and_ignores_rotation():
+    from deeplense.tasks.anomaly import PROFILE_BINS, ring_matrix
+
+    rings = ring_matrix(32)  # rings one pixel wide
+    assert rings.shape == (1024, PROFILE_BINS) and torch.all(rings.sum(1) <= 1)
+    assert rings[:, 0].sum() == 4  # the four central pixels are in the innermost ring
+    image = torch.zeros(1, 1, 32, 32)
+    image[0, 0, 15, 15] = 1.0  # central ring
+    image[0, 0, 15, 0] = 3.0  # 15.5 pixels out: the outermost ring
+    image[0, 0, 0, 0] = 5.0  # a corner: outside every ring
+    profile = (image.flatten(2) @ rings).flatten(1)
+    assert profile[0, 0] == 1 and profile[0, 15] == 3 and profile.sum() == 4
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 32, 32)
+    rotated = torch.rot90(x, 1, (2, 3))
+    assert torch.allclose((x.flatten(2) @ rings), (rotated.flatten(2) @ rings), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_anomaly_run(tiny_dataset, tmp_path_factory):
+    """conv_ae trained for two epochs on the no_sub images of the tiny data set (through the CLI)."""
+    root = tmp_path_factory.mktemp("anomaly")
+    config = root / "anomaly.yaml"
+    config.write_text(
+        "task: anomaly\n"
+        f"data: {{path: {tiny_dataset}, transforms: [minmax]}}\n"
+        "model: {name: conv_ae, kwargs: {widths: [8, 16], latent_dim: 4}}\n"
+        "train: {epochs: 2, batch_size: 4}\n"
+        f"run: {{dir: {root}, name: ae}}\n"
+        "logging: {progress_bar: false}\n"
+    )
+    run_cli("train", config)
+    return root / "ae"
+
+
+def test_anomaly_run_trains_on_the_normal_class_only(tiny_anomaly_run, tiny_dataset):
+    from deeplense.train.config import resolve_config
+    from deeplense.train.data import build_data
+
+    contract = json.loads((tiny_anomaly_run / "contract.json").read_text())
+    assert contract["task"] == "anomaly"
+    assert contract["output"]["class_names"] == ["no_sub", "cdm", "axion"]
+    assert contract["provenance"]["class_counts"][1:] == [0, 0]
+    assert contract["training"] == {"normal_class": "no_sub", "anomaly_score": "reconstruction"}
+    data = build_data(
+        resolve_config({"task": "anomaly", "data": {"path": str(tiny_dataset)}, "model": {"name": "conv_ae"}})
+    )
+    assert set(data.train.source.metadata["class_name"]) == {"no_sub"}
+    assert set(data.val.source.metadata["class_name"]) == {"no_sub"}
+    assert set(data.test.source.metadata["class_name"]) == {"no_sub", "cdm", "axion"}
+
+
+def test_evaluate_anomaly_run_through_the_cli(tiny_anomaly_run, tmp_path):
+    out = tmp_path / "eval"
+    result = run_cli("evaluate", tiny_anomaly_run, "--out", out)
+    assert "reconstruction" in result.stdout and "latent" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["scores"]) == {"reconstruction", "latent", "combined", "profile"}
+    assert set(metrics["scores"]["latent"]["per_class"]) == {"cdm", "axion"}
+    table = pd.read_csv(out / "predictions.csv")
+    assert {"anomaly_score", "score_reconstruction", "score_latent", "score_combined", "score_profile"} <= set(
+        table.columns
+    )
+    positive = table["label"] > 0
+    assert metrics["scores"]["reconstruction"]["auc"] == pytest.approx(
+        roc_auc_score(positive, table["score_reconstruction"])
+    )
+    for figure in ("roc.png", "score_histograms.png", "reconstructions.png"):
+        assert (out / figure).stat().st_size > 1000
+
+
+def test_predict_writes_anomaly_scores(tiny_anomaly_run, tmp_path, tiny_dataset):
+    out = tmp_path / "scores.csv"
+    run_cli("predict", tiny_anomaly_run, tiny_dataset, "--out", out)
+    from deeplense.infer.catalogue import read_catalogue
+
+    table, _ = read_catalogue(out)
+    assert len(table) == 36
+    assert np.isfinite(table["anomaly_score"]).all()
+
+
+def test_an_anomaly_detector_finds_a_planted_anomaly():
+    """Trained on smooth blobs, the autoencoder scores blobs with a compact bright knot higher."""
+    from deeplense.core.contract import InputSpec, ModelContract, ModelSpec, OutputSpec
+    from deeplense.tasks import TASKS
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16]
+
+    def blobs(n, knot):
+        cx, cy = rng.uniform(5, 11, n), rng.uniform(5, 11, n)
+        images = np.exp(-((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2) / 12.0)
+        if knot:
+            kx, ky = rng.integers(2, 14, n), rng.integers(2, 14, n)
+            images[np.arange(n), ky, kx] += 0.8
+        return torch.as_tensor(images[:, None] + rng.normal(0, 0.02, images.shape)[:, None], dtype=torch.float32)
+
+    contract = ModelContract(
+        task="anomaly",
+        model=ModelSpec("conv_ae", {"widths": [8, 16], "latent_dim": 4}),
+        input=InputSpec(in_chans=1, img_size=16),
+        output=OutputSpec(class_names=["normal", "knot"]),
+        training={"normal_class": "normal", "anomaly_score": "reconstruction"},
+    )
+    torch.manual_seed(0)
+    task = TASKS.create("anomaly", contract, {"normal_class": "normal", "anomaly_score": "reconstruction"})
+    opt = torch.optim.Adam(task.parameters(), lr=3e-3)
+    train = blobs(256, knot=False)
+    for step in range(150):
+        batch = train[torch.randint(0, 256, (32,))]
+        loss = task.training_loss({"image": batch}, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    task.eval()
+    with torch.no_grad():
+        task.fit_to_validation({k: v.numpy() for k, v in task.predict(blobs(200, knot=False)).items()})
+        normal, knotted = task.predict(blobs(200, knot=False)), task.predict(blobs(200, knot=True))
+    labels = np.repeat([0, 1], 200)
+    for key in ("score_reconstruction", "score_combined"):
+        score = np.concatenate([normal[key].numpy(), knotted[key].numpy()])
+        assert roc_auc_score(labels, score) > 0.9, key
+
+
+def test_anomaly_config_errors_name_the_key(tiny_dataset, tmp_path):
+    from deeplense.train.config import resolve_config
+    from deeplense.train.run import train
+
+    base = {"task": "anomaly", "data": {"path": str(tiny_dataset)}, "model": {"name": "conv_ae"}}
+    with pytest.raises(ConfigError, match="model.name"):
+        resolve_config({**base, "model": {"name": "small_cnn"}})
+    with pytest.raises(ConfigError, match="train.anomaly_score"):
+        resolve_config({**base, "train": {"anomaly_score": "magic"}})
+    for bad, key in (
+        ({"train": {"normal_class": "wdm"}}, "train.normal_class"),
+        ({"data": {"path": str(tiny_dataset), "splits": {"train": "train", "val": None, "test": "test"}}}, "val"),
+    ):
+        config = resolve_config({**base, **bad, "run": {"dir": str(tmp_path), "name": "x"}})
+        with pytest.raises(ConfigError, match=key):
+            train(config)
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_anomaly_ensemble_is_never_stacked_on_labelled_anomalies(tiny_anomaly_run):
+    from deeplense.infer import load_predictor
+
+    task = load_predictor(tiny_anomaly_run).task
+    keys = ("score", "score_reconstruction", "score_latent", "score_combined", "score_profile")
+    pred = {k: np.arange(4.0) for k in keys}
+    with pytest.raises(ConfigError, match="stack"):
+        task.combine_members([pred, pred], "stack")
+    combined, _ = task.combine_members([pred, pred], "mean")
+    assert np.all(np.diff(combined["score"]) > 0)
