@@ -295,3 +295,48 @@ def test_an_anomaly_ensemble_is_never_stacked_on_labelled_anomalies(tiny_anomaly
         task.combine_members([pred, pred], "stack")
     combined, _ = task.combine_members([pred, pred], "mean")
     assert np.all(np.diff(combined["score"]) > 0)
+
+
+def test_anomaly_on_the_fly_simulation_with_ema_renders_normal_training_images(tmp_path):
+    """Simulated on the fly, training and validation images are rendered as the normal class
+    and the test images as every class; EMA weights are what the run evaluates with."""
+    from deeplense.train.config import resolve_config
+    from deeplense.train.data import build_data
+    from deeplense.train.run import train
+
+    sim = {"preset": "model_i", "set": ["instrument.size=16", "instrument.pixel_scale=0.4"], "seed": 3}
+    config = resolve_config(
+        {
+            "task": "anomaly",
+            "data": {"simulate": {**sim, "train": 12, "val": 6, "test": 9}, "transforms": ["minmax"]},
+            "model": {"name": "conv_ae", "kwargs": {"widths": [8, 16], "latent_dim": 4}},
+            "train": {"epochs": 1, "batch_size": 4, "ema_decay": 0.9, "early_stopping_patience": 1},
+            "logging": {"progress_bar": False},
+            "run": {"dir": str(tmp_path), "name": "sim"},
+        }
+    )
+    data = build_data(config)
+    assert data.class_names == ["no_sub", "cdm", "axion"] and data.class_counts == [12, 0, 0]
+    assert data.train.output_class_names == ["no_sub"] and data.val.output_class_names == ["no_sub"]
+    assert data.test.output_class_names == ["no_sub", "cdm", "axion"]
+    summary = train(config)
+    assert summary["test"]["n_per_class"] == {"no_sub": 3, "cdm": 3, "axion": 3}
+    assert set(summary["test"]["scores"]["profile"]["per_class"]) == {"cdm", "axion"}
+    state = torch.load(tmp_path / "sim" / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("task.ema.") for k in state)
+
+
+def test_anomaly_model_exports_to_onnx_with_the_same_scores(tiny_anomaly_run, tiny_dataset, tmp_path):
+    import deeplense
+    from deeplense.infer import load_predictor
+    from deeplense.infer.export import export_model, load_export
+
+    images = deeplense.open_dataset(tiny_dataset).images(np.arange(12))
+    model = load_predictor(tiny_anomaly_run)
+    export_model(model, "onnx", tmp_path / "onnx", images)
+    exported = load_export(tmp_path / "onnx")
+    got, expected = exported.predict(images), model.predict(images)
+    for key in ("score_reconstruction", "score_latent", "score_profile"):
+        assert np.allclose(got[key], expected[key], rtol=1e-4, atol=1e-6), key
+    with pytest.raises(ValueError, match="explain"):
+        exported.explain(images)

@@ -108,7 +108,7 @@ class ConvAutoencoder(nn.Module):
         return self.to_latent(self.encoder(x))[:, : self.latent_dim]
 
     def decode(self, z: Tensor) -> Tensor:
-        h = self.from_latent(z).view(len(z), self.bottom_channels, self.grid, self.grid)
+        h = self.from_latent(z).view(-1, self.bottom_channels, self.grid, self.grid)
         return self.decoder(h)  # type: ignore[no-any-return]
 
     @staticmethod
@@ -122,7 +122,7 @@ class ConvAutoencoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         z = self.encode(x)
-        return self.decode(z), z, torch.zeros(len(x), device=x.device)
+        return self.decode(z), z, torch.zeros_like(z[:, 0])
 
     def training_loss(self, x: Tensor) -> Tensor:
         reconstruction, _, penalty = self(x)
