@@ -167,9 +167,12 @@ class AdversarialAutoencoder(ConvAutoencoder):
     """The autoencoder whose latent codes a discriminator tells from draws of ``N(0, I)``
     (Makhzani et al. 2016). One optimiser trains both: the discriminator's cross-entropy reaches
     the encoder through a gradient reversal of weight ``adversarial_weight``, so the encoder
-    learns to make its codes indistinguishable from the prior."""
+    learns to make its codes indistinguishable from the prior. The reconstruction term sums over
+    every pixel (hundreds of nats an image) while the cross-entropy is about one nat, so the
+    encoder's share is scaled by ``adversarial_weight`` (100): at 1 the codes stay as far from
+    the prior as a plain autoencoder's (docs/results.md)."""
 
-    def __init__(self, *args: Any, adversarial_weight: float = 1.0, discriminator_width: int = 256, **kwargs: Any):
+    def __init__(self, *args: Any, adversarial_weight: float = 100.0, discriminator_width: int = 256, **kwargs: Any):
         if not adversarial_weight >= 0:
             raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
         super().__init__(*args, **kwargs)
