@@ -170,7 +170,9 @@ class AdversarialAutoencoder(ConvAutoencoder):
     learns to make its codes indistinguishable from the prior. The reconstruction term sums over
     every pixel (hundreds of nats an image) while the cross-entropy is about one nat, so the
     encoder's share is scaled by ``adversarial_weight`` (100): at 1 the codes stay as far from
-    the prior as a plain autoencoder's (docs/results.md)."""
+    the prior as a plain autoencoder's. Known limitation (docs/results.md): on 64x64 images the
+    prior is not imposed at 100 either, and at 5,000 the reversed (saturating) objective
+    diverges; the non-saturating form of the original paper is the fix still to make."""
 
     def __init__(self, *args: Any, adversarial_weight: float = 100.0, discriminator_width: int = 256, **kwargs: Any):
         if not adversarial_weight >= 0:
