@@ -153,14 +153,11 @@ class AnomalyDetection(Task):
         """The trained network (every registered autoencoder is a :class:`ConvAutoencoder`)."""
         return cast(ConvAutoencoder, self.net)
 
-    def _network(self) -> Any:
-        return self.ema.module if (self.ema is not None and not self.training) else self.net
-
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 2 + bands * PROFILE_BINS + latent_dim)``: the per-image loss, the mean squared
         residual per pixel, the radial light profile and the latent code."""
         x = self._prepare(x)
-        reconstruction, z, penalty = self._network()(x)
+        reconstruction, z, penalty = self.inference_net()(x)
         squared = self.autoencoder.squared_error(x, reconstruction)
         objective = squared / (2 * self.autoencoder.pixel_sigma**2) + penalty
         per_value = squared / x[0].numel()
@@ -200,7 +197,7 @@ class AnomalyDetection(Task):
     def explain(self, x: Tensor) -> dict[str, Tensor]:
         """The input (after the transforms), its reconstruction and the residual (input minus
         reconstruction), each ``(B, C, H, W)``."""
-        reconstruction, _, _ = self._network()(self._prepare(x))
+        reconstruction, _, _ = self.inference_net()(self._prepare(x))
         return {"input": x, "reconstruction": reconstruction, "residual": x - reconstruction}
 
     @torch.no_grad()

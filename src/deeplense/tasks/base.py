@@ -199,9 +199,12 @@ class Task(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- shared
+    def inference_net(self) -> Any:
+        """The network that predicts: the EMA of the weights in evaluation, where there is one."""
+        return self.ema.module if (self.ema is not None and not self.training) else self.net
+
     def forward(self, x: Tensor) -> Tensor:
-        net = self.ema.module if (self.ema is not None and not self.training) else self.net
-        return net(self._prepare(x))
+        return self.inference_net()(self._prepare(x))
 
     def _prepare(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.get("channels_last") else x

@@ -135,9 +135,9 @@ def build_data(config: dict[str, Any], progress=None) -> TrainingData:
             parts[role] = None
         else:
             parts[role] = SplitView(source, split)
-    keep = TASKS.get(task).training_classes(config, list(source.class_names))
-    if keep is not None:  # e.g. the normal class of an anomaly detector; the test split keeps every class
-        parts.update({role: ClassView(parts[role], keep) for role in ("train", "val") if parts[role] is not None})
+    learnt = TASKS.get(task).training_classes(config, list(source.class_names))
+    if learnt is not None:  # e.g. the normal class of an anomaly detector; the test split keeps every class
+        parts.update({role: ClassView(parts[role], learnt) for role in ("train", "val") if parts[role] is not None})
     train = parts["train"]
     if data["max_train"] and data["max_train"] < len(train):
         keep = np.sort(
@@ -190,15 +190,16 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
     sim_config = simulation_config(sim)
     base = int(sim.get("seed", 0))
     targets, classes = list(data["targets"]), data["classes"]
-    class_names = list(classes) if classes else Simulator(sim_config).class_names or ["unlabelled"]
-    keep = TASKS.get(config["task"]).training_classes(config, class_names)
+    simulator = Simulator(sim_config)
+    class_names = list(classes) if classes else simulator.class_names or ["unlabelled"]
+    learnt = TASKS.get(config["task"]).training_classes(config, class_names)
     sizes = {"train": sim.get("train", 0), "val": sim.get("val", 0), "test": sim.get("test", 0)}
     datasets = {}
     for k, (role, n) in enumerate(sizes.items()):
         if n:
             pipe = train_pipe if role == "train" else eval_pipe
             aug = seed if role == "train" else None
-            these = keep if keep is not None and role != "test" else classes
+            these = learnt if learnt is not None and role != "test" else classes
             datasets[role] = SimulatedImages(sim_config, 3 * base + k, n, targets, pipe, these, augment_seed=aug)
         else:
             datasets[role] = None
@@ -208,7 +209,6 @@ def _simulated(config, pipeline, train_pipe, eval_pipe) -> TrainingData:
     n_classes = len(train.output_class_names)
     per_class = [len(train) // n_classes + (1 if i < len(train) % n_classes else 0) for i in range(n_classes)]
     counts = dict(zip(train.output_class_names, per_class))
-    simulator = Simulator(sim_config)
     units = {c.name: c.unit for c in simulator.columns}
     inst = simulator.instrument
     target_mean, target_std = [], []
