@@ -16,7 +16,6 @@ from deeplense.models.autoencoders import (
     ConvAutoencoder,
     VariationalAutoencoder,
     build_autoencoder,
-    gradient_reversal,
 )
 from deeplense.tasks.metrics import anomaly_metrics
 
@@ -61,33 +60,42 @@ def test_the_kl_term_trains_the_posterior_towards_the_prior():
     assert kl[-1] < 0.2 * kl[0]
 
 
-def test_gradient_reversal_flips_and_scales_the_gradient():
-    x = torch.ones(3, requires_grad=True)
-    (gradient_reversal(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-    assert torch.equal(x.grad, torch.tensor([-0.5, -1.0, -1.5]))
-
-
-def test_aae_discriminator_and_encoder_pull_in_opposite_directions():
-    """The discriminator gets the gradient of its cross-entropy; the codes (the encoder) get it
-    reversed and weighted, so one optimiser step fools the discriminator more."""
+def test_aae_discriminator_and_encoder_learn_from_their_own_losses():
+    """Non-saturating AAE: the discriminator's cross-entropy trains the discriminator only (the
+    codes are detached); the encoder's -log D(z) trains the codes only (the discriminator's
+    weights are frozen in it), and its gradient is that of -log D(z) times the weight."""
     torch.manual_seed(0)
     aae = AdversarialAutoencoder(in_chans=1, img_size=16, widths=(8, 16), latent_dim=4, adversarial_weight=0.5)
     z = (torch.randn(32, 4) * 3 + 2).requires_grad_(True)
-    torch.manual_seed(1)
-    aae.adversarial_loss(z).mean().backward()
-    reversed_z = z.grad.clone()
-    reversed_d = [p.grad.clone() for p in aae.discriminator.parameters()]
+    aae.discriminator_loss(z).mean().backward()
+    assert z.grad is None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in aae.discriminator.parameters())
     aae.zero_grad()
+    (aae.adversarial_weight * aae.encoder_adversarial_loss(z)).mean().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in aae.discriminator.parameters())
+    got = z.grad.clone()
     z.grad = None
-    torch.manual_seed(1)  # the same prior draw, without the reversal
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    prior = torch.randn_like(z)
-    fake, real = aae.discriminator(z).squeeze(1), aae.discriminator(prior).squeeze(1)
-    plain = bce(fake, torch.zeros_like(fake), reduction="none") + bce(real, torch.ones_like(real), reduction="none")
-    plain.mean().backward()
-    assert torch.allclose(reversed_z, -0.5 * z.grad, atol=1e-7)
-    for got, expected in zip(reversed_d, (p.grad for p in aae.discriminator.parameters())):
-        assert torch.allclose(got, expected, atol=1e-7)
+    logit = aae.discriminator(z).squeeze(1)
+    (0.5 * -torch.nn.functional.logsigmoid(logit)).mean().backward()
+    assert torch.allclose(got, z.grad, atol=1e-7)
+
+
+def test_the_filtered_score_suppresses_white_noise_and_keeps_psf_sized_residuals():
+    """The filter of 0.7 px keeps ~1/(4 pi 0.7^2) = 16 % of white noise's power and most of a
+    residual blob 2 px wide, so the blob (a subhalo's perturbation) stands out against noise of
+    the same unfiltered power."""
+    from deeplense.tasks.anomaly import filtered_power, gaussian_kernel
+
+    kernel = gaussian_kernel(0.7)
+    assert kernel.sum().item() == pytest.approx(1.0)
+    noise = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    blob = torch.exp(-((xx - 30) ** 2 + (yy - 34) ** 2) / (2 * 2.0**2)).expand(4, 3, 64, 64)
+    blob = blob * (noise.pow(2).mean() / blob.pow(2).mean()).sqrt()  # the same unfiltered power
+    kept_noise = filtered_power(noise, kernel) / noise.pow(2).mean((1, 2, 3))
+    kept_blob = filtered_power(blob, kernel) / blob.pow(2).mean((1, 2, 3))
+    assert torch.allclose(kept_noise, torch.tensor(1 / (4 * np.pi * 0.49)), rtol=0.1)
+    assert torch.all(kept_blob > 0.8)
 
 
 def test_autoencoders_refuse_sizes_and_weights_they_cannot_use():
@@ -132,11 +140,11 @@ def test_latent_density_is_fitted_on_normal_codes(tiny_anomaly_run):
     assert np.allclose(task.latent_mean.numpy(), 3.0, atol=0.1)
     assert np.allclose(np.linalg.inv(task.latent_precision.numpy()), cov, atol=0.15)
     assert np.allclose(task.profile_mean.numpy(), 0.1, atol=0.002)
-    out = torch.zeros(2, 2 + n_profile + dim)
-    out[:, 2 : 2 + n_profile] = 0.1
-    out[1, 2 : 2 + n_profile] = 0.2  # ten standard deviations out in every ring
-    out[0, 2 + n_profile :] = 3.0
-    out[1, 2 + n_profile :] = 3.0 + 5.0
+    out = torch.zeros(2, 3 + n_profile + dim)
+    out[:, 3 : 3 + n_profile] = 0.1
+    out[1, 3 : 3 + n_profile] = 0.2  # ten standard deviations out in every ring
+    out[0, 3 + n_profile :] = 3.0
+    out[1, 3 + n_profile :] = 3.0 + 5.0
     scores = task.decode(out)
     assert scores["score_latent"][0] < 0.1 < 10 < scores["score_latent"][1]
     assert scores["score_profile"][0] < 0.1 < 100 < scores["score_profile"][1]
@@ -185,7 +193,11 @@ def test_anomaly_run_trains_on_the_normal_class_only(tiny_anomaly_run, tiny_data
     assert contract["task"] == "anomaly"
     assert contract["output"]["class_names"] == ["no_sub", "cdm", "axion"]
     assert contract["provenance"]["class_counts"][1:] == [0, 0]
-    assert contract["training"] == {"normal_class": "no_sub", "anomaly_score": "reconstruction"}
+    assert contract["training"] == {
+        "normal_class": "no_sub",
+        "anomaly_score": "reconstruction",
+        "residual_filter_px": 0.7,
+    }
     data = build_data(
         resolve_config({"task": "anomaly", "data": {"path": str(tiny_dataset)}, "model": {"name": "conv_ae"}})
     )
@@ -199,12 +211,17 @@ def test_evaluate_anomaly_run_through_the_cli(tiny_anomaly_run, tmp_path):
     result = run_cli("evaluate", tiny_anomaly_run, "--out", out)
     assert "reconstruction" in result.stdout and "latent" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["scores"]) == {"reconstruction", "latent", "combined", "profile"}
+    assert set(metrics["scores"]) == {"reconstruction", "filtered", "latent", "combined", "profile"}
     assert set(metrics["scores"]["latent"]["per_class"]) == {"cdm", "axion"}
     table = pd.read_csv(out / "predictions.csv")
-    assert {"anomaly_score", "score_reconstruction", "score_latent", "score_combined", "score_profile"} <= set(
-        table.columns
-    )
+    assert {
+        "anomaly_score",
+        "score_reconstruction",
+        "score_filtered",
+        "score_latent",
+        "score_combined",
+        "score_profile",
+    } <= set(table.columns)
     positive = table["label"] > 0
     assert metrics["scores"]["reconstruction"]["auc"] == pytest.approx(
         roc_auc_score(positive, table["score_reconstruction"])
@@ -289,7 +306,7 @@ def test_an_anomaly_ensemble_is_never_stacked_on_labelled_anomalies(tiny_anomaly
     from deeplense.infer import load_predictor
 
     task = load_predictor(tiny_anomaly_run).task
-    keys = ("score", "score_reconstruction", "score_latent", "score_combined", "score_profile")
+    keys = ("score", "score_reconstruction", "score_filtered", "score_latent", "score_combined", "score_profile")
     pred = {k: np.arange(4.0) for k in keys}
     with pytest.raises(ConfigError, match="stack"):
         task.combine_members([pred, pred], "stack")

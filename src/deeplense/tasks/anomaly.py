@@ -4,6 +4,10 @@ scores every image by how far it lies from what it learnt; higher means more ano
 Four scores, all computed for every image:
 
 - ``reconstruction``: the mean squared residual per pixel of the network's reconstruction;
+- ``filtered``: the same after the residual is smoothed by a Gaussian of
+  ``train.residual_filter_px`` pixels (standard deviation): white pixel noise averages out while
+  residual structure as wide as the point-spread function, such as a subhalo's perturbation of
+  the arcs, stays;
 - ``latent``: the Mahalanobis distance (squared) of the image's latent code from the codes of
   the normal validation images (a Gaussian density with Ledoit-Wolf shrinkage of its covariance);
 - ``combined``: the sum of the two, each centred and scaled by the median and the median absolute
@@ -37,9 +41,21 @@ from deeplense.tasks.metrics import anomaly_metrics
 __all__ = ["AnomalyDetection", "SCORES"]
 
 #: The anomaly scores every anomaly model gives.
-SCORES = ("reconstruction", "latent", "combined", "profile")
+SCORES = ("reconstruction", "filtered", "latent", "combined", "profile")
 #: Rings of the radial light profile, of equal width out to half the image size.
 PROFILE_BINS = 16
+#: Columns of the network output before the radial profile and the latent code.
+_LEADING = 3
+
+
+def gaussian_kernel(sigma_px: float) -> Tensor:
+    """``(1, 1, k, k)``: a normalised 2-D Gaussian of standard deviation ``sigma_px`` pixels,
+    ``k = 2 ceil(3 sigma) + 1``."""
+    radius = max(1, int(np.ceil(3 * sigma_px)))
+    offsets = np.arange(-radius, radius + 1)
+    g = np.exp(-0.5 * (offsets / sigma_px) ** 2)
+    kernel = np.outer(g, g)
+    return torch.as_tensor(kernel / kernel.sum(), dtype=torch.float32)[None, None]
 
 
 def ring_matrix(img_size: int, n_bins: int = PROFILE_BINS) -> Tensor:
@@ -52,6 +68,14 @@ def ring_matrix(img_size: int, n_bins: int = PROFILE_BINS) -> Tensor:
     inside = ring < n_bins
     matrix[np.flatnonzero(inside), ring[inside]] = 1.0
     return torch.as_tensor(matrix)
+
+
+def filtered_power(residual: Tensor, kernel: Tensor) -> Tensor:
+    """Per image: the mean square of ``residual`` ``(B, C, H, W)`` after each band is convolved
+    with ``kernel`` ``(1, 1, k, k)`` (zero padding)."""
+    bands = residual.flatten(0, 1)[:, None]
+    smoothed = torch.nn.functional.conv2d(bands, kernel, padding=kernel.shape[-1] // 2)
+    return smoothed.pow(2).reshape(-1, residual[0].numel()).mean(1)  # no traced batch size: exportable
 
 
 @TASKS.register("anomaly")
@@ -67,6 +91,7 @@ class AnomalyDetection(Task):
     train_defaults: ClassVar[dict[str, Any]] = {
         "normal_class": "no_sub",
         "anomaly_score": "reconstruction",
+        "residual_filter_px": 0.7,
     }
     train_choices: ClassVar[dict[str, tuple[str, ...]]] = {"train.anomaly_score": SCORES}
     latent_mean: Tensor
@@ -74,6 +99,7 @@ class AnomalyDetection(Task):
     profile_mean: Tensor
     profile_precision: Tensor
     rings: Tensor
+    residual_filter: Tensor
     score_center: Tensor
     score_scale: Tensor
 
@@ -86,6 +112,8 @@ class AnomalyDetection(Task):
         self.register_buffer("profile_mean", torch.zeros(self.n_profile))
         self.register_buffer("profile_precision", torch.eye(self.n_profile))
         self.register_buffer("rings", ring_matrix(contract.input.img_size), persistent=False)
+        filter_px = float(contract.training.get("residual_filter_px", train.get("residual_filter_px", 0.7)))
+        self.register_buffer("residual_filter", gaussian_kernel(filter_px), persistent=False)
         self.register_buffer("score_center", torch.zeros(2))
         self.register_buffer("score_scale", torch.ones(2))
         self.normal_class = str(contract.training.get("normal_class", train.get("normal_class", "no_sub")))
@@ -118,6 +146,9 @@ class AnomalyDetection(Task):
     def check_train_keys(cls, train: dict[str, Any]) -> None:
         if not isinstance(train["normal_class"], str) or not train["normal_class"]:
             raise ConfigError("train.normal_class", f"expected a class name, got {train['normal_class']!r}")
+        px = train["residual_filter_px"]
+        if not isinstance(px, int | float) or isinstance(px, bool) or not 0.1 <= px <= 10:
+            raise ConfigError("train.residual_filter_px", f"expected a width in pixels in [0.1, 10], got {px!r}")
 
     @classmethod
     def training_classes(cls, config: dict[str, Any], class_names: list[str]) -> list[str] | None:
@@ -141,7 +172,7 @@ class AnomalyDetection(Task):
 
     @classmethod
     def training_state(cls, config: dict[str, Any], data: Any) -> dict[str, Any]:
-        return {"normal_class": config["train"]["normal_class"], "anomaly_score": config["train"]["anomaly_score"]}
+        return {key: config["train"][key] for key in ("normal_class", "anomaly_score", "residual_filter_px")}
 
     @staticmethod
     def n_outputs(contract: ModelContract) -> int:
@@ -154,14 +185,17 @@ class AnomalyDetection(Task):
         return cast(ConvAutoencoder, self.net)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, 2 + bands * PROFILE_BINS + latent_dim)``: the per-image loss, the mean squared
-        residual per pixel, the radial light profile and the latent code."""
+        """``(B, 3 + bands * PROFILE_BINS + latent_dim)``: the per-image loss, the mean squared
+        residual per pixel before and after the Gaussian filter, the radial light profile and the
+        latent code."""
         x = self._prepare(x)
         reconstruction, z, penalty = self.inference_net()(x)
         squared = self.autoencoder.squared_error(x, reconstruction)
         objective = squared / (2 * self.autoencoder.pixel_sigma**2) + penalty
         per_value = squared / x[0].numel()
-        return torch.cat([objective[:, None], per_value[:, None], self.radial_profile(x), z.float()], dim=1)
+        filtered = filtered_power(x.float() - reconstruction.float(), self.residual_filter)
+        columns = [objective[:, None], per_value[:, None], filtered[:, None]]
+        return torch.cat([*columns, self.radial_profile(x), z.float()], dim=1)
 
     def radial_profile(self, x: Tensor) -> Tensor:
         """``(B, bands * PROFILE_BINS)``: the fraction of each band's flux (inside the largest
@@ -176,12 +210,13 @@ class AnomalyDetection(Task):
         return out[:, 0].mean()
 
     def decode(self, out: Tensor) -> dict[str, Tensor]:
-        profile, z = out[:, 2 : 2 + self.n_profile], out[:, 2 + self.n_profile :]
+        profile, z = out[:, _LEADING : _LEADING + self.n_profile], out[:, _LEADING + self.n_profile :]
         latent = _mahalanobis(z, self.latent_mean, self.latent_precision)
         reconstruction = out[:, 1]
         pair = (torch.stack([reconstruction, latent], 1) - self.score_center) / self.score_scale
         scores = {
             "reconstruction": reconstruction,
+            "filtered": out[:, 2],
             "latent": latent,
             "combined": pair.sum(1),
             "profile": _mahalanobis(profile, self.profile_mean, self.profile_precision),
