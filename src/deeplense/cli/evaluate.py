@@ -31,6 +31,13 @@ def evaluate(
     allow_out_of_domain: Annotated[
         bool, typer.Option(help="Evaluate even data mostly unlike the model's training images.")
     ] = False,
+    embed: Annotated[
+        bool, typer.Option(help="Draw a 2-D (t-SNE) map of the encoder's features (always, for pretraining runs).")
+    ] = False,
+    color_by: Annotated[
+        str | None,
+        typer.Option(help="Also colour the feature map by this metadata column, e.g. substructure.log10_m_a."),
+    ] = None,
 ) -> None:
     """Metrics (with bootstrap intervals), figures (PNG+PDF) and an HTML report. Other data are
     checked against the model's image contract and resampled or cut to it (said once)."""
@@ -50,6 +57,8 @@ def evaluate(
             tta=tta,
             pixel_scale=pixel_scale,
             allow_out_of_domain=allow_out_of_domain,
+            embed=embed,
+            color_by=color_by,
         )
     except (ConfigError, DataFormatError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))

@@ -29,6 +29,7 @@ __all__ = [
     "anomaly_roc_curves",
     "score_histograms_figure",
     "reconstructions_figure",
+    "embedding_figure",
 ]
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "figure.dpi": 100, "savefig.bbox": "tight"})
@@ -280,6 +281,31 @@ def _reconstructions(pred, truth, images, contract):
         return []
     figure = reconstructions_figure(pred["examples"], truth["label"], pred["score"], contract.output.class_names)
     return [("reconstructions", figure)]
+
+
+def embedding_figure(
+    xy: np.ndarray, labels: np.ndarray, class_names: list[str], values: np.ndarray | None = None, value_name: str = ""
+):
+    """The 2-D feature map coloured by class and, given ``values``, by a physical parameter
+    (images without a value, such as that of a class without substructure, in grey)."""
+    panels = 2 if values is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    for c, name in enumerate(class_names):
+        rows = labels == c
+        if rows.any():
+            ax.scatter(xy[rows, 0], xy[rows, 1], s=4, alpha=0.7, label=f"{name} ({int(rows.sum())})")
+    ax.set(title="features (t-SNE), by class", xticks=[], yticks=[])
+    ax.legend(fontsize=8, frameon=False, markerscale=3)
+    if values is not None:
+        ax = axes[0, 1]
+        values = np.asarray(values, dtype=np.float64)
+        known = np.isfinite(values)
+        ax.scatter(xy[~known, 0], xy[~known, 1], s=4, c="0.8", label="no value")
+        points = ax.scatter(xy[known, 0], xy[known, 1], s=4, c=values[known], cmap="viridis")
+        fig.colorbar(points, ax=ax, label=value_name)
+        ax.set(title=f"by {value_name}", xticks=[], yticks=[])
+    return fig
 
 
 def draw(kinds: tuple[str, ...], pred, truth, images, contract, out: Path) -> list[Path]:

@@ -43,11 +43,13 @@ def evaluation_data(
         if part is None:
             raise ConfigError("split", f"the run's data have no {split or 'test'} split")
         images, labels, targets, _ = raw_split(part)
+        source = getattr(part, "source", None)
         return {
             "images": images,
             "truth": {"label": labels, "target": targets},
             "provenance": {**contract.provenance.data, "split": split or "test"},
-            "trace": _trace(part.source) if getattr(part, "source", None) is not None else None,
+            "trace": _trace(source) if source is not None else None,
+            "metadata": source.metadata.reset_index(drop=True) if source is not None else None,
         }
     source = open_dataset(data)
     stored = sorted(set(source.splits) - {""})
@@ -73,7 +75,13 @@ def evaluation_data(
     if notes:
         provenance["conformed"] = notes
     _check_domain(model, images, str(data), provenance, allow_out_of_domain)
-    return {"images": images, "truth": truth, "provenance": provenance, "trace": _trace(source)}
+    return {
+        "images": images,
+        "truth": truth,
+        "provenance": provenance,
+        "trace": _trace(source),
+        "metadata": source.metadata.reset_index(drop=True),
+    }
 
 
 def _conform(
@@ -118,6 +126,41 @@ def _trace(source: Any) -> pd.DataFrame:
     return meta[columns].reset_index(drop=True)
 
 
+def _color_values(metadata: pd.DataFrame | None, column: str | None, n: int) -> np.ndarray | None:
+    """The values of the metadata ``column`` per image (NaN where an image has none)."""
+    if column is None:
+        return None
+    if metadata is None or column not in metadata or len(metadata) != n:
+        known = [c for c in (metadata.columns if metadata is not None else []) if c not in ("file", "split")]
+        raise ConfigError("color_by", f"no metadata column {column!r} in these data; they have {known}")
+    values = pd.to_numeric(metadata[column], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isfinite(values).any():
+        raise ConfigError("color_by", f"metadata column {column!r} holds no numbers")
+    return values
+
+
+def _embedding(
+    features: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    column: str | None,
+    values: np.ndarray | None,
+    out: Path,
+) -> list[Path]:
+    """The feature map: ``embedding.png``/``.pdf`` and its coordinates in ``embedding.csv``."""
+    from deeplense.evaluate import plots
+    from deeplense.evaluate.embedding import feature_map
+
+    rows, xy = feature_map(features)
+    table = pd.DataFrame({"row": rows, "x": xy[:, 0], "y": xy[:, 1], "label": labels[rows]})
+    if values is not None and column is not None:
+        table[column] = values[rows]
+    table.to_csv(out / "embedding.csv", index=False)
+    chosen = values[rows] if values is not None else None
+    figure = plots.embedding_figure(xy, labels[rows], class_names, chosen, column or "")
+    return plots.save(figure, out, "embedding")
+
+
 def evaluate_run(
     run: str | Path,
     data: str | Path | None = None,
@@ -127,12 +170,16 @@ def evaluate_run(
     tta: str | None = None,
     pixel_scale: float | None = None,
     allow_out_of_domain: bool = False,
+    embed: bool = False,
+    color_by: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run (directory or checkpoint); writes metrics.json, the task's figures,
     predictions.csv and report.html.
 
     ``tta``: combine the predictions over the d2 or d4 transforms of each image (see
-    :meth:`deeplense.infer.Predictor.predict`)."""
+    :meth:`deeplense.infer.Predictor.predict`). ``embed`` (always on for tasks whose predictions
+    are features, i.e. pretraining): a t-SNE map of the encoder's features, ``embedding.png`` and
+    ``embedding.csv``, also coloured by the metadata column ``color_by``."""
     from deeplense.evaluate import plots
     from deeplense.evaluate.report import write_html_report
 
@@ -140,6 +187,7 @@ def evaluate_run(
     run_files = RunDir(run_dir_of(run))
     out = Path(out) if out is not None else run_files.evaluation
     got = evaluation_data(model, run_files.root, data, split, pixel_scale, allow_out_of_domain)
+    color_values = _color_values(got.get("metadata"), color_by, len(got["images"]))
     pred = model.predict(got["images"], tta=tta)
     out.mkdir(parents=True, exist_ok=True)  # only once the data are known to be good
     task = model.task
@@ -148,6 +196,11 @@ def evaluate_run(
     if len(shown) and model.backend == "torch":
         pred["examples"] = {"index": shown, **model.explain(got["images"][shown])}
     figures = plots.draw(task.figures, pred, got["truth"], got["images"], model.contract, out)
+    if embed or color_by is not None or ("features" in pred and len(got["images"]) >= 5):
+        features = pred["features"] if "features" in pred else model.features(got["images"])
+        figures += _embedding(
+            features, got["truth"]["label"], model.contract.output.class_names, color_by, color_values, out
+        )
     metrics["data"] = got["provenance"]
     metrics["test_time_augmentation"] = tta or "none"
     metrics["checkpoint"] = str(model.path)

@@ -140,6 +140,28 @@ class Predictor:
         return {k: v.cpu().numpy() for k, v in maps.items()}
 
     @torch.no_grad()
+    def features(self, images: np.ndarray | Tensor, batch_size: int = 256) -> np.ndarray:
+        """The encoder's pooled features ``(N, F)`` of raw images (after the evaluation
+        transforms): what a feature map or a probe is made of."""
+        if self.backend != "torch":
+            raise ValueError(f"{self.path}: a model exported to {self.backend} gives predictions, not features")
+        batch = self.conform(self.as_batch(images), None)
+        device = next(self.task.parameters()).device
+        parts = [
+            self.task.features(self.pipeline(torch.as_tensor(batch[lo : lo + batch_size])).to(device)).float().cpu()
+            for lo in range(0, len(batch), batch_size)
+        ]
+        return torch.cat(parts).numpy()
+
+    def encoder_state(self) -> dict[str, Tensor]:
+        """The encoder's weights (the EMA's where the run kept one), for ``model.init_from``."""
+        if self.backend != "torch":
+            raise ValueError(f"{self.path}: a model exported to {self.backend} cannot initialise training")
+        net = self.task.eval().inference_net()
+        module = getattr(net, self.task.encoder_attribute)
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
     def in_domain(self, images: np.ndarray) -> np.ndarray | None:
         """Per raw image at the model's size: whether it lies within the training images' domain
         (:mod:`deeplense.data.domain`); ``None`` for models that do not record one."""

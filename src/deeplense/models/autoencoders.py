@@ -13,6 +13,7 @@ the balance against the KL and adversarial terms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,20 +23,47 @@ from deeplense.core.registry import Registry
 
 __all__ = [
     "AUTOENCODERS",
+    "Autoencoder",
     "ConvAutoencoder",
     "VariationalAutoencoder",
     "AdversarialAutoencoder",
     "build_autoencoder",
 ]
 
-AUTOENCODERS: Registry[type[nn.Module]] = Registry("autoencoder")
+AUTOENCODERS: Registry[Callable[..., Autoencoder]] = Registry("autoencoder")
 
 
 def _block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1)]
 
 
-class ConvAutoencoder(nn.Module):
+class Autoencoder(nn.Module):
+    """What the anomaly task needs of a network: ``forward(x) -> (reconstruction, latent,
+    penalty)``, ``training_loss(x) -> (B,)``, ``encode(x) -> (B, latent_dim)``, the ``encoder``
+    module that ``model.init_from`` loads, and the Gaussian pixel likelihood of width
+    ``pixel_sigma``."""
+
+    encoder: nn.Module
+    latent_dim: int
+    pixel_sigma: float
+
+    def encode(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def squared_error(x: Tensor, reconstruction: Tensor) -> Tensor:
+        """Per image: the sum over bands and pixels of the squared residual."""
+        return (reconstruction.float() - x.float()).pow(2).flatten(1).sum(1)
+
+    def reconstruction_nll(self, x: Tensor, reconstruction: Tensor) -> Tensor:
+        """Per image: the Gaussian negative log-likelihood (nats, without its constant)."""
+        return self.squared_error(x, reconstruction) / (2 * self.pixel_sigma**2)
+
+
+class ConvAutoencoder(Autoencoder):
     """Stride-2 convolutional encoder (one block per width: a stride-2 3x3 convolution, then
     ``depth - 1`` more) to a ``latent_dim`` vector, and its mirror image as decoder (nearest
     upsampling, then ``depth`` convolutions per block).
@@ -92,15 +120,6 @@ class ConvAutoencoder(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         h = self.from_latent(z).view(-1, self.bottom_channels, self.grid, self.grid)
         return self.decoder(h)  # type: ignore[no-any-return]
-
-    @staticmethod
-    def squared_error(x: Tensor, reconstruction: Tensor) -> Tensor:
-        """Per image: the sum over bands and pixels of the squared residual."""
-        return (reconstruction.float() - x.float()).pow(2).flatten(1).sum(1)
-
-    def reconstruction_nll(self, x: Tensor, reconstruction: Tensor) -> Tensor:
-        """Per image: the Gaussian negative log-likelihood (nats, without its constant)."""
-        return self.squared_error(x, reconstruction) / (2 * self.pixel_sigma**2)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         z = self.encode(x)
@@ -193,8 +212,16 @@ AUTOENCODERS.register("conv_vae")(VariationalAutoencoder)
 AUTOENCODERS.register("conv_aae")(AdversarialAutoencoder)
 
 
-def build_autoencoder(name: str, in_chans: int, img_size: int, **kwargs: Any) -> nn.Module:
-    """The registered autoencoder ``name`` (``conv_ae``, ``conv_vae``, ``conv_aae``)."""
+@AUTOENCODERS.register("mae")
+def _masked_autoencoder(**kwargs: Any) -> Autoencoder:
+    """A masked autoencoder on a timm vision transformer (:mod:`deeplense.models.masked_autoencoder`)."""
+    from deeplense.models.masked_autoencoder import MaskedAutoencoder
+
+    return MaskedAutoencoder(**kwargs)
+
+
+def build_autoencoder(name: str, in_chans: int, img_size: int, **kwargs: Any) -> Autoencoder:
+    """The registered autoencoder ``name`` (``conv_ae``, ``conv_vae``, ``conv_aae``, ``mae``)."""
     if "widths" in kwargs:
         kwargs["widths"] = tuple(kwargs["widths"])
     return AUTOENCODERS.create(name, in_chans=in_chans, img_size=img_size, **kwargs)

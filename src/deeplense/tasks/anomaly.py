@@ -34,7 +34,7 @@ from torch import Tensor
 
 from deeplense.core.config import ConfigError
 from deeplense.core.contract import ModelContract, OutputSpec
-from deeplense.models.autoencoders import ConvAutoencoder
+from deeplense.models.autoencoders import Autoencoder
 from deeplense.tasks.base import TASKS, Task, class_labels
 from deeplense.tasks.metrics import anomaly_metrics
 
@@ -84,6 +84,7 @@ class AnomalyDetection(Task):
     normal class; scores by reconstruction, latent density or both."""
 
     head = "none"
+    encoder_attribute = "encoder"
     needs = frozenset({"images"})
     monitor = ("val_loss", "min")
     ranking = (("auc",), False)
@@ -180,9 +181,9 @@ class AnomalyDetection(Task):
 
     # -------------------------------------------------------------------------- network
     @property
-    def autoencoder(self) -> ConvAutoencoder:
-        """The trained network (every registered autoencoder is a :class:`ConvAutoencoder`)."""
-        return cast(ConvAutoencoder, self.net)
+    def autoencoder(self) -> Autoencoder:
+        """The trained network (every registered autoencoder is an :class:`Autoencoder`)."""
+        return cast(Autoencoder, self.net)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3 + bands * PROFILE_BINS + latent_dim)``: the per-image loss, the mean squared
@@ -228,6 +229,10 @@ class AnomalyDetection(Task):
             "latent": z,
             "profile": profile,
         }
+
+    def features(self, x: Tensor) -> Tensor:
+        """The latent codes ``(B, latent_dim)``."""
+        return cast(Autoencoder, self.inference_net()).encode(self._prepare(x))
 
     def explain(self, x: Tensor) -> dict[str, Tensor]:
         """The input (after the transforms), its reconstruction and the residual (input minus

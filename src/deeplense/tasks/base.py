@@ -12,7 +12,7 @@ Adding a task: subclass :class:`Task` in ``tasks/<name>.py``, decorate it with
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -69,12 +69,19 @@ class Task(nn.Module):
     train_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     figures: ClassVar[tuple[str, ...]] = ()
 
+    #: The attribute of ``net`` that is its encoder: what ``model.init_from`` hands from one
+    #: task to another and ``train.freeze_encoder`` freezes.
+    encoder_attribute: ClassVar[str] = "backbone"
+
     def __init__(self, contract: ModelContract, train: dict[str, Any]):
         super().__init__()
         self.contract, self.cfg = contract, train
         self.net: Network = self.build_net(contract)
         if train.get("channels_last", False):
             self.net = channels_last(self.net)  # type: ignore[assignment]
+        self.frozen = bool(train.get("freeze_encoder", False))
+        if self.frozen:
+            self.encoder().requires_grad_(False)
         self.ema: AveragedModel | None = None
         if train.get("ema_decay", 0) > 0:  # exponential moving average of weights and BatchNorm statistics
             self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(train["ema_decay"]), use_buffers=True)
@@ -199,6 +206,44 @@ class Task(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- shared
+    def encoder(self) -> nn.Module:
+        """The trained network's encoder (:attr:`encoder_attribute`)."""
+        return cast(nn.Module, getattr(self.net, self.encoder_attribute))
+
+    def load_encoder(self, state: dict[str, Tensor], where: str) -> None:
+        """Start from another run's encoder weights (into the EMA copy too); the architectures
+        must match exactly, or a :class:`ConfigError` names the first difference."""
+        own = self.encoder().state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+        if missing or unexpected or mismatched:
+            if mismatched:
+                key = mismatched[0]
+                detail = f"{key} is {tuple(state[key].shape)} there, {tuple(own[key].shape)} here"
+            else:
+                detail = f"{'missing ' + missing[0] if missing else 'unexpected ' + unexpected[0]}"
+            raise ConfigError(
+                "model.init_from",
+                f"{where}: its encoder does not fit this model ({detail}); give model.name and model.kwargs "
+                "as in the run it comes from",
+            )
+        self.encoder().load_state_dict(state)
+        if self.ema is not None:
+            getattr(self.ema.module, self.encoder_attribute).load_state_dict(state)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The encoder's pooled features ``(B, F)`` (images after the evaluation transforms)."""
+        net = self.inference_net()
+        return cast(Tensor, getattr(net, self.encoder_attribute)(self._prepare(x)))
+
+    def train(self, mode: bool = True) -> Task:
+        """A frozen encoder stays in evaluation mode (its BatchNorm statistics do not move)."""
+        super().train(mode)
+        if self.frozen:
+            self.encoder().eval()
+        return self
+
     def inference_net(self) -> Any:
         """The network that predicts: the EMA of the weights in evaluation, where there is one."""
         return self.ema.module if (self.ema is not None and not self.training) else self.net
@@ -222,7 +267,7 @@ class Task(nn.Module):
             self.ema.update_parameters(self.net)
 
     def configure_optimizers(self, total_steps: int) -> Any:
-        return build_optimization(self.net, self.cfg, total_steps, self.monitor)
+        return build_optimization(self.net, self.cfg, total_steps, self.monitor, self.encoder_attribute)
 
 
 def class_labels(source: Any, class_names: list[str], where: str) -> np.ndarray:

@@ -17,6 +17,7 @@ __all__ = [
     "tpr_at_false_positives",
     "roc_curves",
     "anomaly_metrics",
+    "knn_probe",
 ]
 
 
@@ -223,4 +224,29 @@ def anomaly_metrics(
         }
         per_score[name] = entry
     out["scores"] = per_score
+    return out
+
+
+def knn_probe(
+    features: np.ndarray, labels: np.ndarray, class_names: list[str], n_boot: int = 0, k: int = 20
+) -> dict[str, Any] | None:
+    """How well frozen ``features`` (N, F) separate the classes: a cosine k-nearest-neighbour
+        classifier, cross-fitted over two stratified halves (each image's class probabilities come
+        from neighbours in the other half), scored by :func:`classification_metrics` over the classes
+    present. ``None`` where
+        fewer than two classes have four images or more."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+
+    labels = np.asarray(labels)
+    present, counts = np.unique(labels, return_counts=True)
+    if len(present) < 2 or counts.min() < 4:
+        return None
+    k = int(min(k, len(labels) // 2 - 1))
+    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance")
+    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=0)
+    probs = cross_val_predict(knn, np.asarray(features, np.float64), labels, cv=folds, method="predict_proba")
+    names = [class_names[c] for c in present]  # the columns of probs: the classes present, in order
+    out = classification_metrics(probs, np.searchsorted(present, labels), names, n_boot)
+    out["k"] = k
     return out

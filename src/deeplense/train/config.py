@@ -35,7 +35,12 @@ DEFAULTS: dict[str, Any] = {
         "check": "full",  # read every file before training: NaN/Inf and unreadable files are found up front
         "max_train": None,  # cap on training images (first N of a seeded shuffle)
     },
-    "model": {"name": "small_cnn", "pretrained": False, "kwargs": {}},
+    "model": {
+        "name": "small_cnn",
+        "pretrained": False,
+        "kwargs": {},
+        "init_from": None,  # a run directory, checkpoint or shipped model whose encoder starts this run
+    },
     "train": {
         "epochs": 20,
         "batch_size": 64,
@@ -48,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
         "plateau_patience": 2,
         "grad_clip": 0.0,
         "ema_decay": 0.0,
+        "freeze_encoder": False,  # train the head alone on a frozen encoder (a linear probe)
+        "layer_decay": 1.0,  # < 1: layer-wise learning-rate decay of a ViT encoder
         "channels_last": True,
         "precision": "auto",  # bf16-mixed on a GPU, 32 on CPU (where bf16 autocast is slower)
         "deterministic": True,
@@ -200,6 +207,18 @@ def validate_config(config: dict[str, Any]) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("train.accelerator", f"{accelerator}: this machine has no CUDA device; use auto or cpu")
+    decay = config["train"]["layer_decay"]
+    if not isinstance(decay, int | float) or isinstance(decay, bool) or not 0 < decay <= 1:
+        raise ConfigError("train.layer_decay", f"expected a number in (0, 1], got {decay!r}")
+    if not isinstance(config["train"]["freeze_encoder"], bool):
+        raise ConfigError("train.freeze_encoder", f"expected true or false, got {config['train']['freeze_encoder']!r}")
+    init_from = config["model"]["init_from"]
+    if init_from is not None and (not isinstance(init_from, str) or not init_from):
+        raise ConfigError(
+            "model.init_from", f"expected a run directory, checkpoint or shipped model, got {init_from!r}"
+        )
+    if config["train"]["freeze_encoder"] and init_from is None:
+        raise ConfigError("train.freeze_encoder", "a frozen random encoder learns nothing; give model.init_from")
     if not 0 <= config["train"]["ema_decay"] < 1:
         raise ConfigError("train.ema_decay", f"must be in [0, 1), got {config['train']['ema_decay']}")
     data = config["data"]

@@ -107,6 +107,21 @@ def _clear_unstarted(run: RunDir, keep_config: bool = False) -> None:
     shutil.rmtree(run.checkpoints, ignore_errors=True)
 
 
+def _init_encoder(module: Any, source: str) -> str:
+    """Load the encoder of ``source`` (a run, checkpoint or shipped model) into the module's task;
+    returns what the contract records as the weights' origin."""
+    from deeplense.core.errors import DataFormatError
+    from deeplense.infer import load_predictor
+
+    try:
+        donor = load_predictor(source)
+        state = donor.encoder_state()
+    except (DataFormatError, ValueError, FileNotFoundError) as exc:
+        raise ConfigError("model.init_from", str(exc)) from None
+    module.task.load_encoder(state, source)
+    return f"encoder of {donor.contract.task} run {source} (sha256 {donor.sha256[:12]})"
+
+
 def build_contract(config: dict[str, Any], data: TrainingData) -> ModelContract:
     """The contract of a run: the task, the network, what it reads and what it predicts."""
     from deeplense.core.version import __version__
@@ -174,6 +189,9 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
             contract["model"]["pretrained"] = False
         torch.random.set_rng_state(rng_state)  # the same initial weights as without the request
         module = _build_module(contract, cfg)
+    if config["model"]["init_from"] is not None:
+        contract["model"]["init"] = _init_encoder(module, config["model"]["init_from"])
+        module.hparams["contract"] = contract  # the checkpoint records it too
     if run_dir is None:
         run_dir = planned
         _clear_unstarted(RunDir(run_dir))
