@@ -22,6 +22,9 @@ def test_there_are_configs_for_each_preset_and_task():
         "anomaly_model_i",
         "anomaly_model_ii",
         "anomaly_model_iv",
+        "pretrain_simclr_model_ii",
+        "pretrain_mae_model_ii",
+        "finetune_model_ii",
     } <= names
 
 
@@ -30,6 +33,6 @@ def test_config_resolves(path, tiny_dataset):
     raw = load_yaml(path)
     overrides = [f"data.path={tiny_dataset}"] if raw["data"].get("path") else []
     config = resolve_config(path, overrides)
-    assert config["task"] in ("classification", "regression", "anomaly")
+    assert config["task"] in ("classification", "regression", "anomaly", "mae", "simclr")
     if config["task"] == "regression":
         assert config["data"]["targets"]
