@@ -276,3 +276,11 @@ def test_pretraining_keys_are_checked(override, key, tiny_dataset):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         resolve_config({"task": "mae", "data": {"path": str(tiny_dataset)}}, [override])
+
+
+def test_an_mae_exports_and_a_simclr_run_says_why_it_does_not(pretrained_runs, tmp_path):
+    result = run_cli("export", pretrained_runs / "mae", "--format", "onnx", "--out", tmp_path / "mae_onnx")
+    assert "parity with torch" in result.stdout and (tmp_path / "mae_onnx" / "model.onnx").exists()
+    refused = run_cli("export", pretrained_runs / "simclr", "--format", "onnx", "--out", tmp_path / "s", check=False)
+    assert refused.returncode == 2 and "not exported" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "s").exists()

@@ -52,6 +52,10 @@ def export_model(predictor: Any, fmt: str, out: str | Path, images: np.ndarray) 
     reads them) check the parity of the export with torch. Returns the export's metadata."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError("format", f"expected one of {sorted(EXPORT_FORMATS)}, got {fmt!r}")
+    if predictor.task.not_exportable:
+        raise ConfigError(
+            "run", f"{predictor.path}: a {predictor.contract.task} run is not exported: {predictor.task.not_exportable}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task = predictor.task.cpu().eval()
@@ -61,20 +65,25 @@ def export_model(predictor: Any, fmt: str, out: str | Path, images: np.ndarray) 
     wrapper = _Decoded(task, keys).eval()
     model_path = out / EXPORT_FORMATS[fmt]
     tmp = model_path.with_name(model_path.name + ".tmp")
-    with torch.no_grad():
-        if fmt == "onnx":
-            torch.onnx.export(
-                wrapper,
-                (x,),
-                str(tmp),
-                input_names=["image"],
-                output_names=keys,
-                dynamic_axes={"image": {0: "batch"}, **{k: {0: "batch"} for k in keys}},
-                opset_version=17,
-                dynamo=False,
-            )
-        else:
-            torch.jit.save(torch.jit.trace(wrapper, x), str(tmp))
+    try:
+        with torch.no_grad():
+            if fmt == "onnx":
+                torch.onnx.export(
+                    wrapper,
+                    (x,),
+                    str(tmp),
+                    input_names=["image"],
+                    output_names=keys,
+                    dynamic_axes={"image": {0: "batch"}, **{k: {0: "batch"} for k in keys}},
+                    opset_version=17,
+                    dynamo=False,
+                )
+            else:
+                torch.jit.save(torch.jit.trace(wrapper, x), str(tmp))
+    except (RuntimeError, TypeError) as exc:  # an operation the exporter cannot trace
+        tmp.unlink(missing_ok=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError("format", f"{predictor.path}: the {fmt} export failed: {first}") from None
     tmp.replace(model_path)
     (out / _CONTRACT).write_text(json.dumps(predictor.contract.to_dict(), indent=2))
     meta = {

@@ -72,6 +72,8 @@ class Task(nn.Module):
     #: The attribute of ``net`` that is its encoder: what ``model.init_from`` hands from one
     #: task to another and ``train.freeze_encoder`` freezes.
     encoder_attribute: ClassVar[str] = "backbone"
+    #: Why the task's network cannot be exported (empty: it can).
+    not_exportable: ClassVar[str] = ""
 
     def __init__(self, contract: ModelContract, train: dict[str, Any]):
         super().__init__()

@@ -73,6 +73,7 @@ class Contrastive(Pretraining):
     """SimCLR on ``model.name`` (any backbone of ``deeplense models list``)."""
 
     train_defaults: ClassVar[dict[str, Any]] = {"temperature": 0.2, "projection_dim": 64, "view_noise": 0.1}
+    not_exportable = "its loss draws random views; export the run fine-tuned from it (model.init_from)"
 
     def build_net(self, contract: ModelContract) -> Any:
         backbone: Any = create_backbone(
