@@ -204,7 +204,14 @@ def test_fine_tuning_and_linear_probing_start_from_the_pretrained_encoder(pretra
     assert all(torch.equal(pretrained[k], probe[k]) for k in pretrained)  # frozen: untouched
     assert any(not torch.equal(pretrained[k], tuned[k]) for k in pretrained)  # fine-tuned: moved
     contract = json.loads((root / "probe" / "contract.json").read_text())
-    assert contract["model"]["init"].startswith("encoder of mae run")
+    assert contract["model"]["init"].startswith(f"encoder of the mae model {root / 'mae'}")
+    # resuming needs the checkpoint, not the run the encoder came from
+    (root / "mae").rename(root / "mae_moved")
+    try:
+        run_cli("train", "--resume", root / "probe")
+    finally:
+        (root / "mae_moved").rename(root / "mae")
+    assert json.loads((root / "probe" / "contract.json").read_text())["model"]["init"] == contract["model"]["init"]
     # a CNN pretrained by SimCLR starts a classifier the same way
     cnn = base.replace(f"vit_tiny_patch16_224, kwargs: {VIT_YAML}", "small_cnn, kwargs: {widths: [8, 16]}")
     (root / "cnn.yaml").write_text(cnn.replace("mae}", "simclr}") + "train: {epochs: 1, batch_size: 6}\n")

@@ -119,7 +119,7 @@ def _init_encoder(module: Any, source: str) -> str:
     except (DataFormatError, ValueError, FileNotFoundError) as exc:
         raise ConfigError("model.init_from", str(exc)) from None
     module.task.load_encoder(state, source)
-    return f"encoder of {donor.contract.task} run {source} (sha256 {donor.sha256[:12]})"
+    return f"encoder of the {donor.contract.task} model {source} (sha256 {donor.sha256[:12]})"
 
 
 def build_contract(config: dict[str, Any], data: TrainingData) -> ModelContract:
@@ -190,7 +190,11 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, callbacks
         torch.random.set_rng_state(rng_state)  # the same initial weights as without the request
         module = _build_module(contract, cfg)
     if config["model"]["init_from"] is not None:
-        contract["model"]["init"] = _init_encoder(module, config["model"]["init_from"])
+        if ckpt_path is None:
+            contract["model"]["init"] = _init_encoder(module, config["model"]["init_from"])
+        else:  # resuming: the checkpoint holds the weights; the donor is no longer needed
+            stored = read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("contract", {})
+            contract["model"]["init"] = stored.get("model", {}).get("init", contract["model"]["init"])
         module.hparams["contract"] = contract  # the checkpoint records it too
     if run_dir is None:
         run_dir = planned
