@@ -31,6 +31,7 @@ def _component(kind, params, options=None):
         ("arc", {"amp": 1.0, "radius": 1.5, "width": 0.1, "extent": 0.5, "angle": 1.0}),
         ("clumps", {"amp": 1.0, "size": 0.1, "spread": 0.5}),
         ("sersic", {"amp": 1.0, "R_sersic": 0.5, "n_sersic": 2.0}),
+        ("real_galaxy", {"amp": 1.0, "size": 3.0, "angle": 0.7}),
     ],
 )
 def test_unit_flux_equals_the_integrated_profile(kind, params, rng):

@@ -247,3 +247,72 @@ class Clumps(SourceComponent):
 
     def unit_flux(self, p):
         return 2 * math.pi * p["size"] ** 2
+
+
+@SOURCES.register("real_galaxy")
+class RealGalaxy(SourceComponent):
+    """A galaxy from the Hubble eXtreme Deep Field (:mod:`deeplense.sim.real_galaxies`): one of
+    its stamps, drawn per image (uniformly among stamps ``galaxies: [first, last)``, option; all
+    by default), scaled so the stamp spans ``size`` arcsec, rotated by ``angle`` and bilinearly
+    interpolated. ``amp`` is the stamp's peak surface brightness. The stamp drawn is stored as
+    ``galaxy`` (its index in the catalogue)."""
+
+    kind = "real_galaxy"
+    params = (
+        Param("amp", "flux/arcsec^2", 0, 1e12, None, "peak surface brightness (give this or magnitude)"),
+        _MAG,
+        Param("size", "arcsec", 0.01, 20, None, "side of the square stamp in the source plane"),
+        Param("angle", "rad", -10, 10, 0.0, "rotation of the stamp"),
+        _CX,
+        _CY,
+    )
+    options = {"colors": {}, "galaxies": None, "stamp_pixels": 32}
+
+    def validate(self):
+        super().validate()
+        from deeplense.sim.real_galaxies import xdf_stamps
+
+        n = len(xdf_stamps(int(self.settings["stamp_pixels"])))
+        chosen = self.settings["galaxies"] or [0, n]
+        if (
+            not isinstance(chosen, list | tuple)
+            or len(chosen) != 2
+            or not all(isinstance(v, int) for v in chosen)
+            or not 0 <= chosen[0] < chosen[1] <= n
+        ):
+            raise ConfigError(
+                f"{self.where}.options.galaxies", f"expected [first, last) within [0, {n}], got {chosen!r}"
+            )
+        self.span = (int(chosen[0]), int(chosen[1]))
+
+    def sample(self, rng):
+        values = super().sample(rng)
+        values["galaxy"] = int(rng.integers(*self.span))
+        return values
+
+    def columns(self):
+        return super().columns() + [Column(f"{self.name}.galaxy", "", "index of the XDF stamp (real_galaxies)")]
+
+    def _stamps(self, device: torch.device) -> Tensor:
+        from deeplense.sim.real_galaxies import xdf_stamps
+
+        return torch.as_tensor(xdf_stamps(int(self.settings["stamp_pixels"])), device=device)
+
+    def profile(self, x, y, p):
+        stamps = self._stamps(x.device)
+        dx, dy = torch.broadcast_tensors(x - p["center_x"], y - p["center_y"])
+        cos, sin = torch.cos(p["angle"]), torch.sin(p["angle"])
+        half = p["size"] / 2
+        u = (dx * cos + dy * sin) / half  # stamp coordinates in [-1, 1]
+        v = (-dx * sin + dy * cos) / half
+        grid = torch.stack([u, -v], -1)[:, :, None, :].to(stamps.dtype)  # image rows run downwards
+        chosen = stamps[p["galaxy"].long().flatten()][:, None]
+        sampled = torch.nn.functional.grid_sample(
+            chosen, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        return sampled[:, 0, :, 0].to(x.dtype)
+
+    def unit_flux(self, p):
+        stamps = self._stamps(p["size"].device)
+        pixel = p["size"] / stamps.shape[-1]
+        return stamps.sum((1, 2))[p["galaxy"].long().flatten()].view_as(pixel) * pixel**2
