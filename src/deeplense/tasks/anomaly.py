@@ -35,7 +35,7 @@ from torch import Tensor
 from deeplense.core.config import ConfigError
 from deeplense.core.contract import ModelContract, OutputSpec
 from deeplense.models.autoencoders import Autoencoder
-from deeplense.tasks.base import TASKS, Task, class_labels
+from deeplense.tasks.base import TASKS, Task
 from deeplense.tasks.metrics import anomaly_metrics
 
 __all__ = ["AnomalyDetection", "SCORES"]
@@ -283,13 +283,6 @@ class AnomalyDetection(Task):
         for name in SCORES:
             table[f"score_{name}"] = pred[f"score_{name}"]
         return table
-
-    def combine_views(self, views: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        return {k: torch.stack([v[k] for v in views]).mean(0) for k in views[0]}
-
-    def truth_from_source(self, source: Any, where: str) -> dict[str, np.ndarray]:
-        labels = class_labels(source, self.contract.output.class_names, where)
-        return {"label": labels, "target": np.zeros((len(source), 0), np.float32)}
 
     def example_indices(self, pred: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> np.ndarray:
         """Per class, the image of median score and the one of highest score."""

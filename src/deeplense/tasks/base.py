@@ -160,12 +160,15 @@ class Task(nn.Module):
         raise NotImplementedError
 
     def combine_views(self, views: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """Equal-weight mixture of the predictions of several views of the same images."""
-        raise NotImplementedError
+        """Equal-weight mixture of the predictions of several views of the same images (by
+        default the mean of every prediction)."""
+        return {k: torch.stack([v[k] for v in views]).mean(0) for k in views[0]}
 
     def truth_from_source(self, source: Any, where: str) -> dict[str, np.ndarray]:
-        """``label`` (in this model's class order) and ``target`` of an image source."""
-        raise NotImplementedError
+        """``label`` (in this model's class order) and ``target`` of an image source (by
+        default the labels, and no targets)."""
+        labels = class_labels(source, self.contract.output.class_names, where)
+        return {"label": labels, "target": np.zeros((len(source), 0), np.float32)}
 
     def example_indices(self, pred: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> np.ndarray:
         """Images whose :meth:`explain` maps ``evaluate`` draws (none by default)."""

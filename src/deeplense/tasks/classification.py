@@ -13,7 +13,7 @@ from torch import Tensor
 from deeplense.core.config import ConfigError
 from deeplense.core.contract import ModelContract, OutputSpec
 from deeplense.data.transforms import mixup
-from deeplense.tasks.base import TASKS, Task, class_labels
+from deeplense.tasks.base import TASKS, Task
 from deeplense.tasks.metrics import classification_metrics
 
 __all__ = ["Classification"]
@@ -116,10 +116,6 @@ class Classification(Task):
 
     def combine_views(self, views: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {"probs": torch.stack([v["probs"] for v in views]).mean(0)}
-
-    def truth_from_source(self, source: Any, where: str) -> dict[str, np.ndarray]:
-        labels = class_labels(source, self.contract.output.class_names, where)
-        return {"label": labels, "target": np.zeros((len(source), 0), np.float32)}
 
     def combine_members(
         self,

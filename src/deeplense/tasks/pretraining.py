@@ -14,12 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
 from deeplense.core.config import ConfigError
 from deeplense.core.contract import ModelContract, OutputSpec
-from deeplense.tasks.base import Task, class_labels
+from deeplense.tasks.base import Task
 from deeplense.tasks.metrics import knn_probe
 
 __all__ = ["Pretraining"]
@@ -76,13 +75,6 @@ class Pretraining(Task):
         table = pd.DataFrame({"label": truth["label"]} if truth is not None else {})
         table["loss"] = pred["loss"]
         return table
-
-    def combine_views(self, views: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        return {k: torch.stack([v[k] for v in views]).mean(0) for k in views[0]}
-
-    def truth_from_source(self, source: Any, where: str) -> dict[str, np.ndarray]:
-        labels = class_labels(source, self.contract.output.class_names, where)
-        return {"label": labels, "target": np.zeros((len(source), 0), np.float32)}
 
     def combine_members(
         self,
