@@ -39,8 +39,8 @@ class Pretraining(Task):
     def validate(cls, config: dict[str, Any]) -> None:
         if config["data"]["targets"]:
             raise ConfigError("data.targets", f"a {config['task']} task learns from images alone; targets are unused")
-        if config["model"].get("freeze_encoder"):
-            raise ConfigError("model.freeze_encoder", "pretraining trains the encoder; it cannot be frozen")
+        if config["train"]["freeze_encoder"]:
+            raise ConfigError("train.freeze_encoder", "pretraining trains the encoder; it cannot be frozen")
 
     @classmethod
     def check_data(cls, data: Any) -> None:
