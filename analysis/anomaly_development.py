@@ -5,7 +5,7 @@ script uses them as a development set: the normal images are the run's validatio
 densities are fitted on one half and scored on the other), the anomalies 600 training-split
 images of each anomalous class. It prints the AUC of every score the run gives, and of the
 alternatives considered (a k-nearest-neighbour distance between latent codes, the largest
-local residual), so the choice of ``train.anomaly_score`` is made on data the test metrics
+local residual, the residual filtered by Gaussians of several widths), so the choice of ``train.anomaly_score`` is made on data the test metrics
 never see.
 
     python analysis/anomaly_development.py runs/<anomaly run> data/<its data set>
@@ -23,6 +23,9 @@ from sklearn.neighbors import NearestNeighbors
 
 import deeplense
 from deeplense.infer import load_predictor
+from deeplense.tasks.anomaly import filtered_power, gaussian_kernel
+
+FILTER_WIDTHS = (0.7, 1.0, 1.5, 2.0, 3.0)  # pixels
 
 
 def main() -> None:
@@ -51,9 +54,12 @@ def main() -> None:
         pred, maps = model.predict(images), model.explain(images)
         squared = torch.as_tensor((maps["residual"] ** 2).sum(1, keepdims=True))
         local = torch.nn.functional.avg_pool2d(squared, 4, 1).amax((1, 2, 3)).numpy()
+        residual = torch.as_tensor(maps["residual"])
+        filtered = {f"filtered {w}": filtered_power(residual, gaussian_kernel(w)).numpy() for w in FILTER_WIDTHS}
         return {"reconstruction": pred["score_reconstruction"], "latent": pred["latent"]} | {
             "profile": pred["profile"],
             "local": local,
+            **filtered,
         }
 
     fit, held = features(normal_images[:half]), features(normal_images[half:])
@@ -66,6 +72,7 @@ def main() -> None:
         "latent (5-NN distance)": lambda f: neighbours.kneighbors(f["latent"])[0].mean(1),
         "largest local residual": lambda f: f["local"],
         "profile (Mahalanobis)": lambda f: profile.mahalanobis(f["profile"]),
+        **{f"filtered, {w} px": (lambda f, key=f"filtered {w}": f[key]) for w in FILTER_WIDTHS},
     }
     per_class = {c: features(images) for c, images in anomalies.items()}
     print(f"{'score':24s} " + " ".join(f"{c:>8s}" for c in per_class))
