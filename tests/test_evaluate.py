@@ -14,6 +14,7 @@ from deeplense.tasks.metrics import (
     bootstrap_auc,
     classification_metrics,
     errors_by_truth,
+    rank_auc,
     tpr_at_false_positives,
 )
 
@@ -210,3 +211,12 @@ def test_a_regressor_evaluates_a_class_folder_set_on_the_classes_with_its_target
     assert metrics["substructure.log10_m_a"]["mae"] == pytest.approx(np.abs(pred - truth).mean(), abs=1e-5)
     table = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     assert table["file"].str.contains("/axion/").all() and len(table) == len(axion)
+
+
+def test_the_rank_auc_equals_scikit_learns_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    positive = rng.random(500) < 0.3
+    score = np.round(rng.normal(size=500) + positive, 1)  # rounded: many ties
+    assert rank_auc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)

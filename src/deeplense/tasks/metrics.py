@@ -14,6 +14,7 @@ __all__ = [
     "regression_metrics",
     "expected_calibration_error",
     "bootstrap_auc",
+    "rank_auc",
     "tpr_at_false_positives",
     "roc_curves",
     "anomaly_metrics",
@@ -32,13 +33,23 @@ def tpr_at_false_positives(scores: np.ndarray, positive: np.ndarray, max_false_p
     return float((scores[positive] > threshold).mean())
 
 
+def rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of ``score`` for the boolean ``positive`` by the Mann-Whitney rank sum (ties count
+    one half, as in scikit-learn's ``roc_auc_score``, which is ten times slower on resamples)."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def bootstrap_auc(
     probs: np.ndarray, labels: np.ndarray, n_classes: int, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, list[float]]:
     """95 % percentile intervals of per-class, macro and micro one-vs-rest AUC from ``n_boot``
     resamples of the images (resamples missing a class are redrawn)."""
-    from sklearn.metrics import roc_auc_score
-
     rng = np.random.default_rng(seed)
     n = len(labels)
     draws: dict[str, list[float]] = {}
@@ -49,12 +60,12 @@ def bootstrap_auc(
         y = labels[idx]
         if len(np.unique(y)) < n_classes:
             continue
-        per = [roc_auc_score(y == c, probs[idx, c]) for c in range(n_classes)]
+        per = [rank_auc(y == c, probs[idx, c]) for c in range(n_classes)]
         for c, value in enumerate(per):
             draws.setdefault(str(c), []).append(value)
         if n_classes > 2:
             draws.setdefault("macro", []).append(float(np.mean(per)))
-            draws.setdefault("micro", []).append(roc_auc_score(onehot[idx].ravel(), probs[idx].ravel()))
+            draws.setdefault("micro", []).append(rank_auc(onehot[idx].ravel(), probs[idx].ravel()))
         done += 1
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
